@@ -1,0 +1,66 @@
+"""`stvsr train`: the three stages on real footage, then a shippable .safetensors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .data import TripletSampler, load_clips, load_photos
+from .dual_stream import DualStream
+from .recipes import RECIPES
+from .weights import save_weights
+
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="train a model with the paper's three stages")
+    p.add_argument("--recipe", default="stvsr-lite", choices=sorted(RECIPES))
+    p.add_argument("--out", required=True, help="run folder: checkpoints, loss_log.csv, model.safetensors")
+    p.add_argument("--data", nargs="+", default=[str(Path("../shared/data/train"))],
+                   help="folders of clips / frame folders (never the evaluation set)")
+    p.add_argument("--photos", default=os.path.expanduser("~/.cache/stvsr-data/photos"),
+                   help="photos for synthetic camera motion (from get-registry-data.sh); skipped if absent")
+    p.add_argument("--stages", default="1,2,3")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's step count")
+    p.add_argument("--max-frames", type=int, default=300, help="frames kept per clip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if "RANK" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .train import train
+    recipe = RECIPES[args.recipe]
+    stages = {int(s): dataclasses.replace(recipe["stages"][int(s)],
+                                          steps=max(1, round(recipe["stages"][int(s)].steps * args.steps_scale)))
+              for s in args.stages.split(",")}
+    for root in args.data:
+        if "eval" in Path(root).resolve().parts:
+            raise SystemExit(f"stvsr train: {root} looks like an evaluation set: never train on it")
+    t0 = time.time()
+    clips = load_clips(args.data, max_frames=args.max_frames)
+    photos = load_photos(args.photos) if Path(args.photos).is_dir() else []
+    if not clips:
+        raise SystemExit(f"stvsr train: no clips found under {args.data}")
+    print(f"data: {len(clips)} clips, {sum(len(c.valid) for c in clips)} triplets, {len(photos)} photos "
+          f"({time.time() - t0:.0f} s)", flush=True)
+    sampler = TripletSampler(clips, photos, seed=args.seed)
+    model = DualStream(recipe["model"])
+    model = train(model, sampler, args.out, stages, seed=args.seed)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        info = {"recipe": args.recipe, "stages": {k: dataclasses.asdict(v) for k, v in stages.items()},
+                "data": [Path(d).name for d in args.data] + (["registry photos"] if photos else []),
+                "train_seconds": round(time.time() - t0)}
+        save_weights(model, Path(args.out) / "model.safetensors", training=json.dumps(info))
+        print(f"wrote {Path(args.out) / 'model.safetensors'}", flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0

@@ -1,0 +1,102 @@
+"""`stvsr upsample INPUT -o OUTPUT`: the main job, and `stvsr models`."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .engine import Engine, EngineOptions, InputError
+from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
+from .scenecut import DEFAULT_THRESHOLD
+from .video_io import MediaError, open_writer, read_frames
+from .weights import WeightsError
+
+DEMO_CLIP = Path(__file__).parent / "assets" / "bikes_short.mp4"
+
+
+def add_parser(sub):
+    p = sub.add_parser("upsample", help="2x width and height, 2x frame rate",
+                       description="Upsample a clip: N frames -> 2N-1 frames at twice the size and frame rate.")
+    p.add_argument("input", nargs="?", default=str(DEMO_CLIP),
+                   help="video file or folder of images (default: the bundled demo clip)")
+    p.add_argument("-o", "--output", required=True, help="video file (container by extension) or folder for PNGs")
+    p.add_argument("--model", default="default", help=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL})")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--fp16", action=__import__("argparse").BooleanOptionalAction, default=None,
+                   help="half precision (default: on for CUDA)")
+    p.add_argument("--tile", type=int, default=0, help="low-res tile size in pixels (0: only for frames over 1280x720)")
+    p.add_argument("--tile-pad", type=int, default=32, help="low-res overlap between tiles")
+    p.add_argument("--scene-threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="scene-cut sensitivity (mean luma change, 0..1); 0 turns detection off")
+    p.add_argument("--exact-double", action="store_true", help="2N output frames (last repeated) instead of 2N-1")
+    p.add_argument("--fps", type=Fraction, default=None, help="input frame rate for image folders (default 25)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.set_defaults(func=run)
+
+
+def add_models_parser(sub):
+    p = sub.add_parser("models", help="list the shipped models")
+    p.set_defaults(func=run_models)
+
+
+def run_models(args) -> int:
+    for name in list_models():
+        meta = describe_model(name)
+        tag = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{tag}: {meta.get('description', '')}")
+        print(f"  config: {meta.get('config')}")
+    if not list_models():
+        print("no models shipped in this install")
+    return 0
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
+
+
+def _to_rgb(x: torch.Tensor) -> np.ndarray:
+    return x.mul(255).round_().byte().permute(1, 2, 0).contiguous().numpy()
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except (MediaError, InputError, WeightsError) as e:
+        print(f"stvsr upsample: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stvsr upsample: interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
+    src = read_frames(args.input)
+    if src.count is not None and src.count < 2:
+        raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames")
+    model = load_model(args.model)
+    opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold or None,
+                         exact_double=args.exact_double, fp16=args.fp16)
+    engine = Engine(model, args.device, opts)
+    fps_in = src.fps or args.fps or Fraction(25)
+    fps_out = fps_in * 2
+    n_out = None if src.count is None else 2 * src.count - (0 if args.exact_double else 1)
+    h, w = src.size
+    print(f"stvsr: {args.input} ({w}x{h}, {src.count or '?'} frames, {float(fps_in):.3f} fps) -> {args.output} "
+          f"({w * 2}x{h * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps) on {engine.device}", file=sys.stderr)
+    bar = tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True)
+    t0 = time.time()
+    frames = (_to_tensor(f) for f in src.frames)
+    with open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None) as writer:
+        for out in engine.run(frames, total=src.count, progress=lambda d, n: bar.update(1)):
+            writer.write(_to_rgb(out))
+    bar.close()
+    dt = time.time() - t0
+    print(f"stvsr: wrote {writer.count} frames in {dt:.1f} s ({writer.count / dt:.2f} frames/s), "
+          f"{engine.stats['scene_cuts']} scene cut(s) kept as cuts", file=sys.stderr)
+    return 0

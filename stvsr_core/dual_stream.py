@@ -1,0 +1,95 @@
+"""The Dual-Stream Fusion Network (Fig. 1): one definition for training, evaluation and the hosts."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from .fusion import FusionUNet
+from .refine import Refine
+from .spatial import SPATIAL
+from .temporal import TEMPORAL
+
+DEFAULT_CONFIG = {
+    "scale": 2,
+    "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+    "temporal": {"arch": "dis", "preset": "medium"},
+    "fusion": {"preset": "lite", "masks": 2},
+    "refine": {"preset": "lite"},
+}
+
+
+@dataclass
+class Middle:
+    """Everything the paper names for the in-between frame t (Sec. 3.1-3.3)."""
+
+    L_mid: torch.Tensor   # \hat L^(t) = M_T(L^(t-1), L^(t+1))
+    H_st: torch.Tensor    # stream S->T: M_T(\hat H^(t-1), \hat H^(t+1))
+    H_ts: torch.Tensor    # stream T->S: M_S(\hat L^(t))
+    M_st: torch.Tensor    # blending mask of H_st, [B, 1, H, W]
+    M_ts: torch.Tensor    # blending mask of H_ts
+    H_F: torch.Tensor     # fused: M_st * H_st + M_ts * H_ts (Eq. 9)
+    H_R: torch.Tensor     # refined: R(H_F) + H_F (Eq. 10)
+
+
+@dataclass
+class Outputs(Middle):
+    H_prev: torch.Tensor  # \hat H^(t-1) = M_S(L^(t-1))
+    H_next: torch.Tensor  # \hat H^(t+1) = M_S(L^(t+1))
+
+
+def _build(table: dict, cfg: dict, what: str, **extra) -> nn.Module:
+    cfg = dict(cfg)
+    arch = cfg.pop("arch", None)
+    if arch not in table:
+        raise ValueError(f"unknown {what} architecture {arch!r}: choose one of {sorted(table)}")
+    return table[arch](**cfg, **extra)
+
+
+def _lr_multiple(m: int, scale: int) -> int:
+    """Smallest low-res multiple k such that k * scale is a multiple of m."""
+    return m // math.gcd(m, scale)
+
+
+class DualStream(nn.Module):
+    """M_S, M_T, F and R composed as in the paper. Any M_S and M_T can be swapped in.
+
+    The methods split the work the way an engine needs it: `spatial` once per input frame,
+    `middle` once per pair, reusing both frames' spatial outputs.
+    """
+
+    def __init__(self, config: dict | None = None):
+        super().__init__()
+        self.config = copy.deepcopy(config or DEFAULT_CONFIG)
+        self.scale = int(self.config["scale"])
+        self.M_S = _build(SPATIAL, self.config["spatial"], "spatial", scale=self.scale)
+        self.M_T = _build(TEMPORAL, self.config["temporal"], "temporal")
+        self.F = FusionUNet(**self.config.get("fusion", {}))
+        self.R = Refine(**self.config.get("refine", {}))
+        hr = [self.M_T.size_multiple, self.F.size_multiple, self.R.size_multiple]
+        lr = [self.M_S.size_multiple, self.M_T.size_multiple] + [_lr_multiple(m, self.scale) for m in hr]
+        self.size_multiple = math.lcm(*lr)  # of the low-res frames
+
+    def spatial(self, L: torch.Tensor) -> torch.Tensor:
+        return self.M_S(L)
+
+    def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor):
+        """Returns (M_st, M_ts, H_F)."""
+        M_st, M_ts = self.F(H_st, H_ts)
+        return M_st, M_ts, M_st * H_st + M_ts * H_ts
+
+    def middle(self, L0, L1, H0, H1, t=0.5) -> Middle:
+        """The in-between frame from both low-res frames and their spatial outputs."""
+        L_mid = self.M_T(L0, L1, t)
+        H_st = self.M_T(H0, H1, t)
+        H_ts = self.M_S(L_mid)
+        M_st, M_ts, H_F = self.fuse(H_st, H_ts)
+        return Middle(L_mid, H_st, H_ts, M_st, M_ts, H_F, self.R(H_F))
+
+    def forward(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5) -> Outputs:
+        H0, H1 = self.M_S(L0), self.M_S(L1)
+        mid = self.middle(L0, L1, H0, H1, t)
+        return Outputs(**{f.name: getattr(mid, f.name) for f in fields(Middle)}, H_prev=H0, H_next=H1)

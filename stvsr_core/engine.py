@@ -1,0 +1,172 @@
+"""Streaming inference: N frames in, 2N-1 (or 2N) frames out at `scale` times the size.
+
+Frames flow through as iterators, so memory depends on the frame size, never on the clip
+length: only the previous frame and its spatial output are held.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from .dual_stream import DualStream
+from .scenecut import DEFAULT_THRESHOLD, is_cut
+from .tiling import pad_to_multiple, run_tiled
+
+Progress = Callable[[int, "int | None"], None]
+
+
+class InputError(ValueError):
+    """Frames the engine cannot process (wrong shape, size change, NaN, too few)."""
+
+
+def select_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available: use --device cpu or auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r} requested but MPS is not available: use --device cpu or auto")
+    return dev
+
+
+@dataclass
+class EngineOptions:
+    tile: int = 0                  # low-res tile size; 0 = tile only frames over max_pixels
+    tile_pad: int = 32             # low-res overlap on each side of a tile
+    max_pixels: int = 1280 * 720   # low-res pixels above which tile=0 tiles at 512
+    scene_threshold: float | None = DEFAULT_THRESHOLD  # None or 0 turns detection off
+    exact_double: bool = False     # 2N frames (last repeated) instead of 2N-1
+    fp16: bool | None = None       # None: on for CUDA, off elsewhere
+
+
+def predict_pair(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t: float = 0.5):
+    """Every intermediate of one pair ([B, 3, h, w] each), padded for the networks and cropped back.
+
+    For evaluation and the node-by-node hosts; whole clips go through `Engine.run`.
+    """
+    from .dual_stream import Outputs
+    from dataclasses import fields
+
+    h, w = L0.shape[-2:]
+    m, s = model.size_multiple, model.scale
+    with torch.inference_mode():
+        out = model(pad_to_multiple(L0, m), pad_to_multiple(L1, m), t)
+    crop = {"L_mid": (h, w)}
+    return Outputs(**{f.name: getattr(out, f.name)[..., : crop.get(f.name, (h * s, w * s))[0],
+                                                      : crop.get(f.name, (h * s, w * s))[1]]
+                      for f in fields(Outputs)})
+
+
+class Engine:
+    """Runs a DualStream model over a clip. Each input frame goes through M_S exactly once."""
+
+    def __init__(self, model: DualStream, device: str | torch.device | None = "auto",
+                 options: EngineOptions | None = None, **overrides):
+        self.options = options or EngineOptions()
+        for k, v in overrides.items():
+            if not hasattr(self.options, k):
+                raise TypeError(f"Engine: unknown option {k!r}")
+            setattr(self.options, k, v)
+        o = self.options
+        if o.tile < 0 or o.tile_pad < 0:
+            raise InputError(f"tile ({o.tile}) and tile_pad ({o.tile_pad}) must be >= 0")
+        self.device = select_device(device)
+        self.model = model.eval().to(self.device)
+        self.fp16 = (self.device.type == "cuda") if o.fp16 is None else bool(o.fp16)
+        if self.fp16 and self.device.type != "cuda":
+            raise InputError("fp16 needs a CUDA device: drop fp16 or pick a CUDA device")
+        self.scale = model.scale
+        self.stats = {"spatial_calls": 0, "middle_calls": 0, "scene_cuts": 0}
+
+    # -- the two units of work, padded and tiled -------------------------------------------
+    def _autocast(self):
+        if self.fp16:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _tile_size(self, h: int, w: int) -> int:
+        o = self.options
+        if o.tile > 0:
+            return o.tile if (h > o.tile or w > o.tile) else 0
+        return 512 if h * w > o.max_pixels else 0
+
+    def _run(self, fn, lr: list, hr: list) -> list[torch.Tensor]:
+        h, w = lr[0].shape[-2:]
+        tile = self._tile_size(h, w)
+        with torch.inference_mode(), self._autocast():
+            if not tile:
+                return [r.float() for r in fn(lr, hr)]
+            return run_tiled(lambda a, b: [r.float() for r in fn(a, b)], lr, hr, scale=self.scale,
+                             tile=tile, pad=self.options.tile_pad, multiple=self.model.size_multiple)
+
+    def spatial(self, L: torch.Tensor) -> torch.Tensor:
+        """M_S of one padded low-res frame [1, 3, h, w]."""
+        self.stats["spatial_calls"] += 1
+        return self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L], [])[0]
+
+    def middle(self, L0, L1, H0, H1, t: float = 0.5) -> torch.Tensor:
+        """H_R for the frame between two padded low-res frames, reusing their spatial outputs."""
+        self.stats["middle_calls"] += 1
+        fn = lambda lr, hr: [self.model.middle(lr[0], lr[1], hr[0], hr[1], t).H_R]
+        return self._run(fn, [L0, L1], [H0, H1])[0]
+
+    # -- streaming ---------------------------------------------------------------------------
+    def _prepare(self, frame: torch.Tensor, index: int, size) -> torch.Tensor:
+        if not isinstance(frame, torch.Tensor) or frame.ndim != 3 or frame.shape[0] != 3:
+            shape = tuple(frame.shape) if hasattr(frame, "shape") else type(frame).__name__
+            raise InputError(f"frame {index}: expected an RGB tensor [3, H, W], got {shape}")
+        if size is not None and tuple(frame.shape[-2:]) != size:
+            raise InputError(f"frame {index} is {tuple(frame.shape[-2:])} but frame 0 is {size}: "
+                             "all frames of a clip must have one size (resize them first)")
+        x = frame.to(self.device, torch.float32, non_blocking=True)
+        if not torch.isfinite(x).all():
+            raise InputError(f"frame {index} contains NaN or infinite values: clean the input first")
+        return pad_to_multiple(x.clamp(0, 1)[None], self.model.size_multiple)
+
+    def run(self, frames: Iterable[torch.Tensor], total: int | None = None,
+            progress: Progress | None = None) -> Iterator[torch.Tensor]:
+        """Yield output frames [3, s*H, s*W] (float32, 0..1, on the CPU) in display order.
+
+        Output 2k is the SR of input k; output 2k+1 is the frame between inputs k and k+1,
+        or a copy of output 2k when the pair straddles a scene cut.
+        """
+        o, s = self.options, self.scale
+        n_out = None if total is None else 2 * total - (0 if o.exact_double else 1)
+        done, size, prev = 0, None, None
+
+        def emit(H):
+            nonlocal done
+            done += 1
+            if progress:
+                progress(done, n_out)
+            return H[0, :, : size[0] * s, : size[1] * s].clamp(0, 1).cpu()
+
+        n_in = 0
+        for n_in, frame in enumerate(frames, 1):
+            L = self._prepare(frame, n_in - 1, size)
+            size = size or tuple(frame.shape[-2:])
+            H = self.spatial(L)
+            if prev is not None:
+                Lp, Hp = prev
+                if n_in == 2:  # held back until a pair exists, so one frame never yields output
+                    yield emit(Hp)
+                if is_cut(Lp, L, o.scene_threshold):
+                    self.stats["scene_cuts"] += 1
+                    yield emit(Hp)
+                else:
+                    yield emit(self.middle(Lp, L, Hp, H))
+                yield emit(H)
+            prev = (L, H)
+        if n_in < 2:
+            raise InputError(f"got {n_in} frame(s): interpolation needs at least 2 frames")
+        if o.exact_double:
+            yield emit(prev[1])

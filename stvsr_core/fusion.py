@@ -1,0 +1,68 @@
+"""Fusion network F (Sec. 3.2, supplement Table 3): a U-Net that predicts the blending masks.
+
+Input: the two stream outputs H_st and H_ts concatenated (6 channels). Table 3 lists 3 input
+channels, but the text says F blends both streams, which it must see to do so; a 3-channel
+input could only be one of them. Output: one mask per stream and pixel (2 channels; 1 for the
+one-mask variant, M_st = 1 - M_ts). The paper's remark that two masks add only 0.001% of the
+parameters fits exactly one extra output channel of the last 3x3 conv (32*9+1 = 289 weights
+of the 19.8 M in Table 3's network: 0.0015%), not 3 or 6, so the masks are per pixel, shared by R, G and B.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Widths of the six resolution levels and the kernel sizes of their convolutions.
+PRESETS = {
+    "paper": dict(widths=(32, 64, 128, 256, 512, 512), kernels=(7, 5, 3, 3, 3, 3), unshuffle=1),
+    # CPU-friendly: all convolutions at half resolution (pixel-unshuffled input), thin levels.
+    "lite": dict(widths=(24, 32, 48, 64, 64, 64), kernels=(3, 3, 3, 3, 3, 3), unshuffle=2),
+}
+
+
+def _conv(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2), nn.LeakyReLU(0.1))
+
+
+class FusionUNet(nn.Module):
+    """U-Net F with five average-pool downsamplings and five bilinear upsamplings."""
+
+    def __init__(self, *, preset: str = "lite", masks: int = 2, widths=None, kernels=None, unshuffle=None):
+        super().__init__()
+        if masks not in (1, 2):
+            raise ValueError(f"FusionUNet: masks must be 1 or 2, got {masks}")
+        cfg = dict(PRESETS[preset])
+        cfg.update({k: v for k, v in dict(widths=widths, kernels=kernels, unshuffle=unshuffle).items() if v is not None})
+        w, k, r = tuple(cfg["widths"]), tuple(cfg["kernels"]), int(cfg["unshuffle"])
+        self.masks, self.unshuffle = masks, r
+        self.size_multiple = 2 ** (len(w) - 1) * r
+        cin = 6 * r * r
+        self.enc = nn.ModuleList()
+        for i in range(len(w)):
+            self.enc.append(nn.Sequential(_conv(cin if i == 0 else w[i - 1], w[i], k[i]), _conv(w[i], w[i], k[i])))
+        self.dec_a = nn.ModuleList([_conv(w[i + 1], w[i], 3) for i in range(len(w) - 1)])
+        self.dec_b = nn.ModuleList([_conv(2 * w[i], w[i], 3) for i in range(len(w) - 1)])
+        self.out = nn.Conv2d(w[0], masks * r * r, 3, padding=1)
+        nn.init.zeros_(self.out.weight)  # start from an even blend: both masks 0.5
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, H_st: torch.Tensor, H_ts: torch.Tensor):
+        """Returns (M_st, M_ts), each [B, 1, H, W] in [0, 1]."""
+        x = torch.cat([H_st, H_ts], 1)
+        if self.unshuffle > 1:
+            x = F.pixel_unshuffle(x, self.unshuffle)
+        skips = []
+        for i, enc in enumerate(self.enc):
+            x = enc(x if i == 0 else F.avg_pool2d(x, 2))
+            skips.append(x)
+        for i in reversed(range(len(self.dec_a))):
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = self.dec_b[i](torch.cat([self.dec_a[i](x), skips[i]], 1))
+        m = self.out(x)
+        if self.unshuffle > 1:
+            m = F.pixel_shuffle(m, self.unshuffle)
+        m = torch.sigmoid(m)
+        if self.masks == 1:
+            return m, 1 - m
+        return m[:, :1], m[:, 1:]

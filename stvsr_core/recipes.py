@@ -1,0 +1,32 @@
+"""Training recipes of the shipped models: architecture plus the three stages' schedules.
+
+Tuned for from-scratch training on a 2-core CPU in about an hour; scale the steps with
+`stvsr train --steps-scale` on bigger machines.
+"""
+from __future__ import annotations
+
+from .train import StageSpec
+
+_STAGES = {1: StageSpec(steps=8000, lr=1e-3, batch=16, crop=96),
+           2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128),
+           3: StageSpec(steps=1500, lr=1e-4, batch=12, crop=128)}
+
+_LITE_HEADS = {"fusion": {"preset": "lite", "masks": 2}, "refine": {"preset": "lite"}}
+
+RECIPES = {
+    # the default: compact CPU SR network + fixed DIS flow interpolation
+    "stvsr-lite": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+                             "temporal": {"arch": "dis", "preset": "medium"}, **_LITE_HEADS},
+                   "stages": _STAGES},
+    # the paper's fast spatial backbone with the same fixed temporal one
+    "stvsr-espcn-dis": {"model": {"scale": 2, "spatial": {"arch": "espcn"},
+                                  "temporal": {"arch": "dis", "preset": "medium"}, **_LITE_HEADS},
+                        "stages": _STAGES},
+    # fully learned: compact SR + IFNet-style interpolator
+    "stvsr-lite-ifnet": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+                                   "temporal": {"arch": "ifnet_lite"}, **_LITE_HEADS},
+                         "stages": _STAGES},
+    "stvsr-espcn-ifnet": {"model": {"scale": 2, "spatial": {"arch": "espcn"},
+                                    "temporal": {"arch": "ifnet_lite"}, **_LITE_HEADS},
+                          "stages": _STAGES},
+}

@@ -1,0 +1,134 @@
+"""Temporal upsampling sub-networks M_T: two frames and a time t in (0, 1) -> the frame at t (Eq. 2).
+
+Both work at any resolution: the same M_T runs on low-res frames (stream T->S) and on
+high-res frames (stream S->T).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .warp import backward_warp, intermediate_flows
+
+
+def _time_map(t, like: torch.Tensor) -> torch.Tensor:
+    """t as a [B, 1, H, W] plane (t may be a float or a [B] tensor)."""
+    b, _, h, w = like.shape
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device).reshape(-1, 1, 1, 1)
+    return t.expand(b, 1, h, w)
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1))
+
+
+class IFBlock(nn.Module):
+    """One coarse-to-fine step of IFNet (RIFE): refines the flows and the mask at 1/scale."""
+
+    def __init__(self, in_channels: int, channels: int, depth: int = 3):
+        super().__init__()
+        self.down = nn.Sequential(_conv(in_channels, channels // 2, 2), _conv(channels // 2, channels, 2))
+        self.body = nn.Sequential(*[_conv(channels, channels) for _ in range(depth)])
+        self.up = nn.ConvTranspose2d(channels, 5, 4, 2, 1)
+
+    def forward(self, x: torch.Tensor, scale: int):
+        if scale != 1:
+            x = F.interpolate(x, scale_factor=1 / scale, mode="bilinear", align_corners=False)
+        feat = self.down(x)
+        feat = self.body(feat) + feat
+        out = F.interpolate(self.up(feat), scale_factor=2 * scale, mode="bilinear", align_corners=False)
+        return out[:, :4] * (2 * scale), out[:, 4:5]
+
+
+class IFNetLite(nn.Module):
+    """A compact learned M_T in the style of IFNet (RIFE): coarse-to-fine intermediate flows.
+
+    Predicts the flows from time t to both inputs plus a visibility mask directly, with t
+    as an input plane, then backward-warps and blends. Stateless: no cached grids.
+    """
+
+    size_multiple = 16
+    trainable = True
+
+    def __init__(self, *, channels: tuple[int, ...] = (64, 48, 32), scales: tuple[int, ...] = (4, 2, 1),
+                 depth: int = 3):
+        super().__init__()
+        if len(channels) != len(scales):
+            raise ValueError("IFNetLite: channels and scales need the same length")
+        self.scales = tuple(scales)
+        self.size_multiple = max(16, 4 * max(scales))
+        self.blocks = nn.ModuleList(
+            [IFBlock(7 if i == 0 else 7 + 6 + 5, c, depth) for i, c in enumerate(channels)])
+
+    def forward(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
+        return self.synthesize(I0, I1, t)[0]
+
+    def synthesize(self, I0, I1, t=0.5):
+        """Returns (frame, flow_t0, flow_t1, mask) so training and viewers can inspect them."""
+        tm = _time_map(t, I0)
+        base = torch.cat([I0, I1, tm], 1)
+        flow = mask = None
+        for i, (block, scale) in enumerate(zip(self.blocks, self.scales)):
+            if i == 0:
+                flow, mask = block(base, scale)
+            else:
+                w0 = backward_warp(I0, flow[:, :2])
+                w1 = backward_warp(I1, flow[:, 2:])
+                d_flow, d_mask = block(torch.cat([base, w0, w1, flow, mask], 1), scale)
+                flow, mask = flow + d_flow, mask + d_mask
+        m = torch.sigmoid(mask)
+        w0 = backward_warp(I0, flow[:, :2])
+        w1 = backward_warp(I1, flow[:, 2:])
+        return m * w0 + (1 - m) * w1, flow[:, :2], flow[:, 2:], m
+
+
+class DISInterp(nn.Module):
+    """Weight-free M_T on OpenCV's DIS optical flow: a fixed backbone, like the paper's "fixed" ones.
+
+    Flows both ways on 8-bit luma, Super SloMo's intermediate-flow approximation at t, both
+    frames backward-warped and blended by distance in time. No gradients flow through it.
+    """
+
+    size_multiple = 1
+    trainable = False
+    PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+
+    def __init__(self, *, preset: str = "medium"):
+        super().__init__()
+        if preset not in self.PRESETS:
+            raise ValueError(f"DISInterp: preset must be one of {sorted(self.PRESETS)}, got {preset!r}")
+        self.preset = preset
+
+    @staticmethod
+    def _gray8(x: torch.Tensor) -> np.ndarray:
+        y = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+        return (y.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+    def flows(self, I0: torch.Tensor, I1: torch.Tensor):
+        """DIS flows 0->1 and 1->0 for each batch item, as float tensors on I0's device."""
+        dis = cv2.DISOpticalFlow_create(self.PRESETS[self.preset])  # one per call: thread-safe
+        f01, f10 = [], []
+        for a, b in zip(I0.detach().float(), I1.detach().float()):
+            ga, gb = self._gray8(a), self._gray8(b)
+            f01.append(torch.from_numpy(dis.calc(ga, gb, None)))
+            f10.append(torch.from_numpy(dis.calc(gb, ga, None)))
+        to = lambda fs: torch.stack(fs).permute(0, 3, 1, 2).to(I0.device, torch.float32)
+        return to(f01), to(f10)
+
+    def forward(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
+        """Flows are fixed (no gradient), but warping stays differentiable in the frames, so
+        M_S still learns through the S->T stream when it is fine-tuned jointly."""
+        with torch.no_grad():
+            f01, f10 = self.flows(I0, I1)
+            t_ = torch.as_tensor(t, dtype=torch.float32, device=I0.device).reshape(-1, 1, 1, 1)
+            ft0, ft1 = intermediate_flows(f01, f10, t_)
+        x0, x1 = I0.float(), I1.float()
+        out = (1 - t_) * backward_warp(x0, ft0) + t_ * backward_warp(x1, ft1)
+        return out.to(I0.dtype)
+
+
+TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp}

@@ -1,0 +1,180 @@
+"""The paper's three training stages (Sec. 3.5) with the L1 losses of Eqs. 11-17.
+
+Stage 1 pre-trains M_S (and a learned M_T) on their own tasks; stage 2 freezes them and trains
+F and R on L_F + L_R; stage 3 fine-tunes everything on the full objective (Eq. 17, equal
+weights). Resumable (a checkpoint per stage), logged (CSV), seeded; data-parallel under torchrun.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .degrade import downsample
+from .dual_stream import DualStream
+
+l1 = F.l1_loss
+
+
+@dataclass
+class StageSpec:
+    steps: int
+    lr: float
+    batch: int = 16
+    crop: int = 128
+
+
+@dataclass
+class TrainConfig:
+    model: dict
+    out: str
+    stages: dict = field(default_factory=dict)   # {"1": StageSpec, ...}
+    seed: int = 0
+    checkpoint_every: int = 250
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def stage_parameters(model: DualStream, stage: int):
+    """Which sub-networks learn in each stage."""
+    if stage == 1:
+        mods = [model.M_S] + ([model.M_T] if getattr(model.M_T, "trainable", False) else [])
+    elif stage == 2:
+        mods = [model.F, model.R]
+    else:
+        mods = [model]
+    return [p for m in mods for p in m.parameters()]
+
+
+def stage_loss(model: DualStream, hr: torch.Tensor, stage: int) -> tuple[torch.Tensor, dict]:
+    """hr: [B, 3(time), 3, H, W] high-res triplets. Returns the stage's loss and its terms."""
+    s = model.scale
+    H0, Ht, H1 = hr[:, 0], hr[:, 1], hr[:, 2]
+    L0, Lt, L1 = (downsample(x, s) for x in (H0, Ht, H1))
+    terms = {}
+    if stage == 1:
+        terms["M_S"] = l1(model.spatial(torch.cat([L0, Lt, L1])), torch.cat([H0, Ht, H1]))
+        if getattr(model.M_T, "trainable", False):
+            # its own task, at both resolutions it will meet: the low-res and the high-res frames
+            terms["M_T"] = l1(model.M_T(L0, L1), Lt) + l1(model.M_T(H0, H1), Ht)
+        return sum(terms.values()), terms
+    if stage == 2:
+        with torch.no_grad():
+            Hp, Hn = model.spatial(L0), model.spatial(L1)
+            L_mid = model.M_T(L0, L1)
+            H_st, H_ts = model.M_T(Hp, Hn), model.spatial(L_mid)
+        _, _, H_F = model.fuse(H_st, H_ts)
+        H_R = model.R(H_F)
+        terms = {"F": l1(H_F, Ht), "R": l1(H_R, Ht)}
+        return terms["F"] + terms["R"], terms
+    out = model(L0, L1)
+    terms = {"S->T": l1(out.H_st, Ht), "T->S": l1(out.H_ts, Ht), "F": l1(out.H_F, Ht), "R": l1(out.H_R, Ht),
+             "M_S": l1(out.H_prev, H0) + l1(out.H_next, H1), "M_T": l1(out.L_mid, Lt)}
+    return sum(terms.values()), terms
+
+
+class StageLoss(torch.nn.Module):
+    """One stage's loss as a module, so torchrun's DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: DualStream, stage: int):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, hr: torch.Tensor):
+        return stage_loss(self.model, hr, self.stage)
+
+
+def _seed(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_stage(model: DualStream, sampler, stage: int, spec: StageSpec, out: Path, checkpoint_every: int = 250,
+              seed: int = 0) -> None:
+    """Train one stage; resumes from out/stage{N}.pt when present."""
+    ckpt = out / f"stage{stage}.pt"
+    params = stage_parameters(model, stage)
+    if not params:
+        return
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    train_step = StageLoss(model, stage)
+    if dist.is_available() and dist.is_initialized():
+        train_step = torch.nn.parallel.DistributedDataParallel(train_step, find_unused_parameters=True)
+    opt = torch.optim.RAdam(params, lr=spec.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i / spec.steps, 1))))
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = state["step"]
+        sampler.rng = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])
+    else:
+        _seed(seed + 1000 * stage + _rank())
+    sampler.crop = spec.crop
+    log_path = out / "loss_log.csv"
+    new_log = not log_path.exists()
+    bar = tqdm(total=spec.steps, initial=step, desc=f"stage {stage}", disable=_rank() != 0, dynamic_ncols=True)
+    with open(log_path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new_log:
+            writer.writerow(["stage", "step", "loss", "terms", "lr", "time"])
+        model.train()
+        t0 = time.time()
+        while step < spec.steps:
+            hr = sampler.batch(spec.batch)
+            loss, terms = train_step(hr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            if step % 20 == 0 and _rank() == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                writer.writerow([stage, step, f"{loss.item():.5f}",
+                                 json.dumps({k: round(v.item(), 5) for k, v in terms.items()}),
+                                 f"{sched.get_last_lr()[0]:.2e}", f"{time.time() - t0:.1f}"])
+                fh.flush()
+            if (step % checkpoint_every == 0 or step == spec.steps) and _rank() == 0:
+                tmp = ckpt.with_suffix(".tmp")
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "step": step, "sampler_rng": sampler.rng, "torch_rng": torch.get_rng_state()}, tmp)
+                os.replace(tmp, ckpt)
+    bar.close()
+    model.eval()
+
+
+def train(model: DualStream, sampler, out: str | Path, stages: dict[int, StageSpec], seed: int = 0,
+          checkpoint_every: int = 250) -> DualStream:
+    """Run the requested stages in order (each resumes from its checkpoint) and return the model."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stage in sorted(stages):
+        prev = out / f"stage{stage}.pt"
+        if not prev.exists():  # start this stage from the previous stage's result
+            earlier = [out / f"stage{s}.pt" for s in sorted(stages) if s < stage]
+            if earlier and earlier[-1].exists():
+                model.load_state_dict(torch.load(earlier[-1], map_location="cpu", weights_only=False)["model"])
+        run_stage(model, sampler, stage, stages[stage], out, checkpoint_every, seed)
+    return model

@@ -1,0 +1,254 @@
+"""Reading and writing clips with PyAV (video files) and Pillow (folders of images).
+
+Writers are atomic: output goes to a hidden partial file and is renamed only on success,
+so a failed run never leaves a half-written video or folder behind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger("stvsr")
+
+VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".y4m", ".flv"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+ENCODERS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
+            ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+
+
+class MediaError(ValueError):
+    """An input that cannot be read or an output that cannot be written, with the fix."""
+
+
+@dataclass
+class Source:
+    path: Path
+    frames: Iterator[np.ndarray]   # [H, W, 3] uint8 RGB
+    count: int | None
+    fps: Fraction | None
+    size: tuple[int, int]          # (height, width)
+    audio: bool = False
+
+
+def _natural_key(p: Path):
+    return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", p.name)]
+
+
+def _image_rgb(p: Path) -> np.ndarray:
+    try:
+        img = Image.open(p)
+        img.load()
+    except Exception as e:  # Pillow raises many types for bad files
+        raise MediaError(f"{p}: cannot decode image ({e})") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise MediaError(f"{p}: {img.mode} ({'16-bit' if '16' in img.mode else '32-bit'}) images are not "
+                         "supported: convert the frames to 8-bit RGB first")
+    if img.mode not in ("RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr"):
+        raise MediaError(f"{p}: pixel format {img.mode} is not supported: convert the frames to 8-bit RGB")
+    return np.asarray(img.convert("RGB"))
+
+
+def _read_folder(path: Path) -> Source:
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
+    if not files:
+        raise MediaError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+    first = _image_rgb(files[0])
+
+    def gen():
+        yield first
+        for p in files[1:]:
+            yield _image_rgb(p)
+
+    return Source(path, gen(), len(files), None, first.shape[:2])
+
+
+def _read_video(path: Path) -> Source:
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise MediaError(f"{path}: cannot open as a video ({e})") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path}: has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    fmt = stream.codec_context.pix_fmt
+    decoded = container.decode(stream)
+
+    def to_rgb(frame) -> np.ndarray:
+        try:
+            return frame.to_ndarray(format="rgb24")
+        except (av.FFmpegError, ValueError) as e:
+            raise MediaError(f"{path}: pixel format {frame.format.name} is not supported ({e}): "
+                             "convert it, e.g. ffmpeg -i IN -pix_fmt yuv420p OUT") from None
+
+    try:
+        first = to_rgb(next(decoded))
+    except StopIteration:
+        container.close()
+        raise MediaError(f"{path}: the video stream has no decodable frames") from None
+    except av.FFmpegError as e:
+        container.close()
+        raise MediaError(f"{path}: cannot decode video ({e})") from None
+    log.debug("%s: %s, %s", path, stream.codec_context.name, fmt)
+
+    def gen():
+        try:
+            yield first
+            for f in decoded:
+                yield to_rgb(f)
+        except av.FFmpegError as e:
+            raise MediaError(f"{path}: decoding failed part-way ({e})") from None
+        finally:
+            container.close()
+
+    fps = stream.average_rate or stream.guessed_rate
+    return Source(path, gen(), stream.frames or None, Fraction(fps) if fps else None, first.shape[:2],
+                  audio=bool(container.streams.audio))
+
+
+def read_frames(path: str | os.PathLike) -> Source:
+    """A video file or a folder of images -> frames as uint8 RGB arrays."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _read_folder(path)
+    if path.suffix.lower() in IMAGE_EXTS:
+        raise MediaError(f"{path}: a single image is not a clip: pass a folder of frames or a video")
+    return _read_video(path)
+
+
+class _Writer:
+    """Base: a partial path renamed to the final one on success, removed on failure."""
+
+    def __init__(self, path: Path, overwrite: bool):
+        self.path = path
+        if path.exists() and not overwrite:
+            raise MediaError(f"{path}: already exists: choose another output or pass --overwrite")
+        if not path.parent.is_dir():
+            raise MediaError(f"{path.parent}: output folder does not exist")
+        self.partial = path.with_name(f".{path.name}.partial{path.suffix}")
+        self.count = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._close(ok=exc_type is None)
+        except Exception:
+            self._discard()
+            raise
+        if exc_type is None:
+            if self.path.is_dir():
+                shutil.rmtree(self.path)
+            elif self.path.exists():
+                self.path.unlink()
+            os.replace(self.partial, self.path)
+        else:
+            self._discard()
+        return False
+
+    def _discard(self):
+        if self.partial.is_dir():
+            shutil.rmtree(self.partial, ignore_errors=True)
+        elif self.partial.exists():
+            self.partial.unlink()
+
+
+class PngFolderWriter(_Writer):
+    def __init__(self, path: Path, overwrite: bool = False):
+        super().__init__(path, overwrite)
+        self._discard()
+        self.partial.mkdir()
+
+    def write(self, rgb: np.ndarray):
+        Image.fromarray(rgb).save(self.partial / f"{self.count:06d}.png", compress_level=1)
+        self.count += 1
+
+    def _close(self, ok: bool):
+        pass
+
+
+class VideoWriter(_Writer):
+    """Encodes RGB frames; copies the audio of `audio_from` when the container accepts it."""
+
+    def __init__(self, path: Path, fps: Fraction, overwrite: bool = False, audio_from: Path | None = None,
+                 crf: int = 17):
+        super().__init__(path, overwrite)
+        ext = path.suffix.lower()
+        if ext not in ENCODERS:
+            raise MediaError(f"{path}: unsupported output container {ext!r}: use one of "
+                             f"{', '.join(sorted(ENCODERS))} or a folder name for PNGs")
+        self.fps, self.audio_from, self.crf, self.codec = fps, audio_from, crf, ENCODERS[ext]
+        self.container = av.open(str(self.partial), "w")
+        self.stream = None
+
+    def _open_stream(self, h: int, w: int):
+        s = self.container.add_stream(self.codec, rate=self.fps)
+        s.width, s.height = w, h
+        s.pix_fmt = "yuv420p"
+        if self.codec in ("libx264", "libvpx-vp9"):
+            s.options = {"crf": str(self.crf)} | ({"b": "0"} if self.codec == "libvpx-vp9" else {})
+        self.stream = s
+
+    def write(self, rgb: np.ndarray):
+        if self.stream is None:
+            self._open_stream(*rgb.shape[:2])
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = None
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.count += 1
+
+    def _copy_audio(self):
+        src = av.open(str(self.audio_from))
+        try:
+            if not src.streams.audio:
+                return
+            a_in = src.streams.audio[0]
+            try:
+                a_out = self.container.add_stream_from_template(a_in)
+            except (av.FFmpegError, ValueError) as e:
+                log.warning("audio not copied: %s cannot hold %s audio (%s); use .mkv to keep it",
+                            self.path.suffix, a_in.codec_context.name, e)
+                return
+            for packet in src.demux(a_in):
+                if packet.dts is None:
+                    continue
+                packet.stream = a_out
+                self.container.mux(packet)
+        finally:
+            src.close()
+
+    def _close(self, ok: bool):
+        try:
+            if ok and self.stream is not None:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+                if self.audio_from is not None:
+                    self._copy_audio()
+        finally:
+            self.container.close()
+
+
+def open_writer(path: str | os.PathLike, fps: Fraction, overwrite: bool = False,
+                audio_from: Path | None = None):
+    """A video file by extension, or a folder of PNGs when the path has no video extension."""
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_EXTS:
+        return VideoWriter(path, fps, overwrite, audio_from)
+    if path.suffix.lower() in IMAGE_EXTS:
+        raise MediaError(f"{path}: output must be a video file or a folder (got an image name)")
+    return PngFolderWriter(path, overwrite)

@@ -1,0 +1,132 @@
+"""`stvsr upsample` as a user runs it: real video in and out, audio, errors that leave nothing behind."""
+import subprocess
+import sys
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from stvsr_core.cli import main
+
+from .conftest import DEMO, real_frames, write_video
+
+
+def _short_clip(tmp_path, n=4, audio=False, size=(160, 68)):
+    frames = [(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+              for f in real_frames(start=30, count=n, size=size)]
+    path = tmp_path / "in.mp4"
+    write_video(path, frames, fps=25, audio=audio)
+    return path
+
+
+def _probe(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        n = sum(1 for _ in c.decode(v))
+        return n, (v.codec_context.width, v.codec_context.height), Fraction(v.average_rate), len(c.streams.audio)
+
+
+def test_video_in_video_out_with_audio(tmp_path, untrained_file, capsys):
+    src = _short_clip(tmp_path, n=4, audio=True)
+    out = tmp_path / "out.mkv"
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file)]) == 0
+    n, size, fps, audio = _probe(out)
+    assert (n, size, fps, audio) == (7, (320, 136), Fraction(50), 1)
+    assert "wrote 7 frames" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mkv"]  # no partial files left
+
+
+def test_image_folder_to_png_folder(tmp_path, untrained_file):
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(real_frames(start=30, count=3, size=(96, 40))):
+        Image.fromarray((f.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(src / f"f{i + 8}.png")
+    out = tmp_path / "up"
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file), "--exact-double"]) == 0
+    pngs = sorted(out.iterdir())
+    assert len(pngs) == 6 and Image.open(pngs[0]).size == (192, 80)
+
+
+def test_existing_output_needs_overwrite(tmp_path, untrained_file, capsys):
+    src = _short_clip(tmp_path, n=2)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"precious")
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"precious"
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file), "--overwrite"]) == 0
+    assert _probe(out)[0] == 3
+
+
+def _error(capsys, args):
+    code = main(["upsample", *map(str, args)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def test_missing_input(tmp_path, capsys):
+    code, msg = _error(capsys, [tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4"])
+    assert code == 2 and "no such file or folder" in msg and msg.startswith("stvsr upsample: error:")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_undecodable_input(tmp_path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x01garbage" * 1000)
+    code, msg = _error(capsys, [bad, "-o", tmp_path / "o.mp4"])
+    assert code == 2 and "broken.mp4: cannot open as a video" in msg
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_single_frame_input(tmp_path, untrained_file, capsys):
+    src = _short_clip(tmp_path, n=1)
+    code, msg = _error(capsys, [src, "-o", tmp_path / "o.mp4", "--model", untrained_file])
+    assert code == 2 and "at least 2 frames" in msg
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.new("RGB", (32, 32)).save(folder / "a.png")
+    code, msg = _error(capsys, [folder, "-o", tmp_path / "o2", "--model", untrained_file])
+    assert code == 2 and "at least 2 frames" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "one"]
+
+
+def test_unsupported_pixel_format(tmp_path, capsys):
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(folder / f"{i}.png")
+    code, msg = _error(capsys, [folder, "-o", tmp_path / "o"])
+    assert code == 2 and "16-bit" in msg and "convert the frames to 8-bit RGB" in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_mixed_frame_sizes_leave_no_output(tmp_path, untrained_file, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (32, 32)).save(folder / "0.png")
+    Image.new("RGB", (32, 32), "red").save(folder / "1.png")
+    Image.new("RGB", (48, 32)).save(folder / "2.png")
+    code, msg = _error(capsys, [folder, "-o", tmp_path / "o.mp4", "--model", untrained_file])
+    assert code == 2 and "one size" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed"]
+
+
+def test_unknown_model(tmp_path, capsys):
+    src = _short_clip(tmp_path, n=2)
+    code, msg = _error(capsys, [src, "-o", tmp_path / "o.mp4", "--model", "no-such-model"])
+    assert code == 2 and "'no-such-model' is neither a shipped model" in msg
+
+
+@pytest.mark.slow
+def test_demo_command_with_default_model(tmp_path):
+    """The README's main job on part of the bundled clip, as a subprocess (real exit code)."""
+    clip = tmp_path / "demo.mp4"
+    frames = [(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for f in real_frames(start=6, count=6)]
+    write_video(clip, frames)  # 640x272, with the clip's first hard cut between frames 3 and 4
+    out = tmp_path / "demo_2x.mp4"
+    r = subprocess.run([sys.executable, "-m", "stvsr_core.cli", "upsample", str(clip), "-o", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert _probe(out)[:3] == (11, (1280, 544), Fraction(50))
+    assert "1 scene cut(s)" in r.stderr and r.stdout == ""
