@@ -89,13 +89,12 @@ def _run(args) -> int:
     h, w = src.size
     print(f"stvsr: {args.input} ({w}x{h}, {src.count or '?'} frames, {float(fps_in):.3f} fps) -> {args.output} "
           f"({w * 2}x{h * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps) on {engine.device}", file=sys.stderr)
-    bar = tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True)
     t0 = time.time()
     frames = (_to_tensor(f) for f in src.frames)
-    with open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None) as writer:
+    with tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True) as bar, \
+            open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None) as writer:
         for out in engine.run(frames, total=src.count, progress=lambda d, n: bar.update(1)):
             writer.write(_to_rgb(out))
-    bar.close()
     dt = time.time() - t0
     print(f"stvsr: wrote {writer.count} frames in {dt:.1f} s ({writer.count / dt:.2f} frames/s), "
           f"{engine.stats['scene_cuts']} scene cut(s) kept as cuts", file=sys.stderr)

@@ -55,7 +55,7 @@ def _image_rgb(p: Path) -> np.ndarray:
                          "supported: convert the frames to 8-bit RGB first")
     if img.mode not in ("RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr"):
         raise MediaError(f"{p}: pixel format {img.mode} is not supported: convert the frames to 8-bit RGB")
-    return np.asarray(img.convert("RGB"))
+    return np.array(img.convert("RGB"))
 
 
 def _read_folder(path: Path) -> Source:
@@ -196,50 +196,52 @@ class VideoWriter(_Writer):
         self.stream = None
 
     def _open_stream(self, h: int, w: int):
+        """Video and audio streams must both exist before the first packet is written."""
         s = self.container.add_stream(self.codec, rate=self.fps)
         s.width, s.height = w, h
         s.pix_fmt = "yuv420p"
         if self.codec in ("libx264", "libvpx-vp9"):
             s.options = {"crf": str(self.crf)} | ({"b": "0"} if self.codec == "libvpx-vp9" else {})
         self.stream = s
+        self._audio = None
+        if self.audio_from is not None:
+            src = av.open(str(self.audio_from))
+            a_in = src.streams.audio[0] if src.streams.audio else None
+            try:
+                if a_in is not None:
+                    self._audio = (src, a_in, self.container.add_stream_from_template(a_in))
+            except (av.FFmpegError, ValueError) as e:
+                log.warning("audio not copied: %s cannot hold %s audio (%s); use .mkv to keep it",
+                            self.path.suffix, a_in.codec_context.name, e)
+            if self._audio is None:
+                src.close()
 
     def write(self, rgb: np.ndarray):
         if self.stream is None:
             self._open_stream(*rgb.shape[:2])
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts = None
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.count += 1
 
     def _copy_audio(self):
-        src = av.open(str(self.audio_from))
-        try:
-            if not src.streams.audio:
-                return
-            a_in = src.streams.audio[0]
-            try:
-                a_out = self.container.add_stream_from_template(a_in)
-            except (av.FFmpegError, ValueError) as e:
-                log.warning("audio not copied: %s cannot hold %s audio (%s); use .mkv to keep it",
-                            self.path.suffix, a_in.codec_context.name, e)
-                return
-            for packet in src.demux(a_in):
-                if packet.dts is None:
-                    continue
-                packet.stream = a_out
-                self.container.mux(packet)
-        finally:
-            src.close()
+        src, a_in, a_out = self._audio
+        for packet in src.demux(a_in):
+            if packet.dts is None:
+                continue
+            packet.stream = a_out
+            self.container.mux(packet)
 
     def _close(self, ok: bool):
         try:
             if ok and self.stream is not None:
                 for packet in self.stream.encode():
                     self.container.mux(packet)
-                if self.audio_from is not None:
+                if self._audio is not None:
                     self._copy_audio()
         finally:
+            if self.stream is not None and self._audio is not None:
+                self._audio[0].close()
             self.container.close()
 
 

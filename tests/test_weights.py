@@ -18,7 +18,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path, name):
     save_weights(model, path, description="test")
     loaded = load_weights(path)
     assert loaded.config == model.config
-    a, b = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48)
+    a, b = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)  # multiples of size_multiple
     with torch.no_grad():
         assert torch.equal(model(a, b).H_R, loaded(a, b).H_R)
 
