@@ -50,12 +50,13 @@ def run(args) -> int:
     photos = load_photos(args.photos) if Path(args.photos).is_dir() else []
     if not clips:
         raise SystemExit(f"stvsr train: no clips found under {args.data}")
-    print(f"data: {len(clips)} clips, {sum(len(c.valid) for c in clips)} triplets, {len(photos)} photos "
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    print(f"rank {rank}/{world}: {len(clips)} clips, {sum(len(c.valid) for c in clips)} triplets, {len(photos)} photos "
           f"({time.time() - t0:.0f} s)", flush=True)
-    sampler = TripletSampler(clips, photos, seed=args.seed)
+    sampler = TripletSampler(clips, photos, seed=args.seed + rank)  # each rank draws its own batches
     model = DualStream(recipe["model"])
     model = train(model, sampler, args.out, stages, seed=args.seed)
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if rank == 0:
         info = {"recipe": args.recipe, "stages": {k: dataclasses.asdict(v) for k, v in stages.items()},
                 "data": [Path(d).name for d in args.data] + (["registry photos"] if photos else []),
                 "train_seconds": round(time.time() - t0)}

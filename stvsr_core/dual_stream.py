@@ -81,13 +81,20 @@ class DualStream(nn.Module):
         M_st, M_ts = self.F(H_st, H_ts)
         return M_st, M_ts, M_st * H_st + M_ts * H_ts
 
+    def interpolate(self, L0, L1, H0, H1, t=0.5):
+        """The two M_T calls: L_mid (for stream T->S) and H_st (stream S->T). Flow-based M_T needs
+        the whole frame to follow large motion, so engines never tile this step."""
+        return self.M_T(L0, L1, t), self.M_T(H0, H1, t)
+
+    def refine(self, H_F: torch.Tensor) -> torch.Tensor:
+        return self.R(H_F)
+
     def middle(self, L0, L1, H0, H1, t=0.5) -> Middle:
         """The in-between frame from both low-res frames and their spatial outputs."""
-        L_mid = self.M_T(L0, L1, t)
-        H_st = self.M_T(H0, H1, t)
-        H_ts = self.M_S(L_mid)
+        L_mid, H_st = self.interpolate(L0, L1, H0, H1, t)
+        H_ts = self.spatial(L_mid)
         M_st, M_ts, H_F = self.fuse(H_st, H_ts)
-        return Middle(L_mid, H_st, H_ts, M_st, M_ts, H_F, self.R(H_F))
+        return Middle(L_mid, H_st, H_ts, M_st, M_ts, H_F, self.refine(H_F))
 
     def forward(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5) -> Outputs:
         H0, H1 = self.M_S(L0), self.M_S(L1)

@@ -114,10 +114,18 @@ class Engine:
         return self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L], [])[0]
 
     def middle(self, L0, L1, H0, H1, t: float = 0.5) -> torch.Tensor:
-        """H_R for the frame between two padded low-res frames, reusing their spatial outputs."""
+        """H_R for the frame between two padded low-res frames, reusing their spatial outputs.
+
+        The same steps as DualStream.middle; M_T runs on whole frames, the convolutional
+        networks (M_S on L_mid, then F and R) run tiled when the frame is large.
+        """
         self.stats["middle_calls"] += 1
-        fn = lambda lr, hr: [self.model.middle(lr[0], lr[1], hr[0], hr[1], t).H_R]
-        return self._run(fn, [L0, L1], [H0, H1])[0]
+        m = self.model
+        with torch.inference_mode(), self._autocast():
+            L_mid, H_st = m.interpolate(L0, L1, H0, H1, t)
+        H_ts = self._run(lambda lr, hr: [m.spatial(lr[0])], [L_mid], [])[0]
+        fuse_refine = lambda lr, hr: [m.refine(m.fuse(hr[0], hr[1])[2])]
+        return self._run(fuse_refine, [L_mid], [H_st.float(), H_ts])[0]
 
     # -- streaming ---------------------------------------------------------------------------
     def _prepare(self, frame: torch.Tensor, index: int, size) -> torch.Tensor:

@@ -126,12 +126,12 @@ def run_stage(model: DualStream, sampler, stage: int, spec: StageSpec, out: Path
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step = state["step"]
-        sampler.rng = state["sampler_rng"]
+        sampler.rng = state["sampler_rng"] if _rank() == 0 else np.random.default_rng(seed + step + _rank())
         torch.set_rng_state(state["torch_rng"])
     else:
         _seed(seed + 1000 * stage + _rank())
     sampler.crop = spec.crop
-    log_path = out / "loss_log.csv"
+    log_path = out / "loss_log.csv" if _rank() == 0 else Path(os.devnull)
     new_log = not log_path.exists()
     bar = tqdm(total=spec.steps, initial=step, desc=f"stage {stage}", disable=_rank() != 0, dynamic_ncols=True)
     with open(log_path, "a", newline="") as fh:

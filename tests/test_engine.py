@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from stvsr_core import Engine, InputError
+from stvsr_core import Engine, InputError, load_model
+from stvsr_core.degrade import downsample
 from stvsr_core.scenecut import DEFAULT_THRESHOLD, scene_score
 from stvsr_core.tiling import pad_to_multiple
 
@@ -66,16 +67,19 @@ def test_odd_sizes_are_padded_and_cropped_exactly(size):
 
 
 def test_tiled_agrees_with_untiled_on_real_frames():
-    model = random_model()
-    frames = real_frames(start=40, count=2)  # 640x272, real motion
-    full = list(Engine(model, "cpu", scene_threshold=None).run(frames))
-    tiled = list(Engine(model, "cpu", scene_threshold=None, tile=128, tile_pad=48).run(frames))
+    """With the shipped model: tiles give the same SR frames and an in-between frame as good as untiled."""
+    model = load_model("default")
+    f = real_frames(start=40, count=3)  # real motion; the middle frame is the truth
+    L = [downsample(x[None])[0] for x in (f[0], f[2])]
+    full = list(Engine(model, "cpu", scene_threshold=None).run(L))
+    tiled = list(Engine(model, "cpu", scene_threshold=None, tile=96, tile_pad=32).run(L))
     # spatial outputs: every tile sees its whole receptive field, so they agree to float precision
     assert (full[0] - tiled[0]).abs().max() < 1e-4
-    # in-between frame: flow and U-Net context differ per tile, seams are feathered
-    diff = (full[1] - tiled[1]).abs()
-    psnr = -10 * torch.log10(diff.pow(2).mean())
-    assert psnr > 40, f"tiled vs untiled in-between frame: {psnr:.1f} dB"
+    # in-between frame: M_T sees whole frames (large motion crosses tiles); only the U-Net's
+    # context differs per tile, and seams are feathered
+    ps = lambda a, b: float(-10 * torch.log10((a - b).pow(2).mean()))
+    assert ps(full[1], tiled[1]) > 50
+    assert ps(tiled[1], f[1]) > ps(full[1], f[1]) - 0.05
 
 
 def test_scene_cuts_of_the_bundled_clip():
