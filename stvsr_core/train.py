@@ -150,7 +150,7 @@ def run_stage(model: DualStream, sampler, stage: int, spec: StageSpec, out: Path
             sched.step()
             step += 1
             bar.update(1)
-            if step % 20 == 0 and _rank() == 0:
+            if (step % 20 == 0 or step == spec.steps) and _rank() == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 writer.writerow([stage, step, f"{loss.item():.5f}",
                                  json.dumps({k: round(v.item(), 5) for k, v in terms.items()}),
