@@ -127,6 +127,57 @@ class Engine:
         fuse_refine = lambda lr, hr: [m.refine(m.fuse(hr[0], hr[1])[2])]
         return self._run(fuse_refine, [L_mid], [H_st.float(), H_ts])[0]
 
+    # -- single stages on unpadded batches, for hosts that expose the paper's steps as nodes ----
+    def _crop(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        return x[..., :h, :w]
+
+    def upscale(self, L: torch.Tensor) -> torch.Tensor:
+        """M_S of each frame of a batch [B, 3, h, w] -> [B, 3, s*h, s*w]."""
+        h, w = L.shape[-2:]
+        Lp = pad_to_multiple(L.to(self.device, torch.float32), self.model.size_multiple)
+        out = torch.cat([self.spatial(Lp[i:i + 1]) for i in range(Lp.shape[0])])
+        return self._crop(out, h * self.scale, w * self.scale)
+
+    def interpolate_frames(self, I0: torch.Tensor, I1: torch.Tensor, t: float = 0.5) -> torch.Tensor:
+        """M_T alone, at the frames' own resolution ([B, 3, h, w] each)."""
+        h, w = I0.shape[-2:]
+        m = self.model.M_T.size_multiple
+        with torch.inference_mode(), self._autocast():
+            out = self.model.M_T(pad_to_multiple(I0.to(self.device, torch.float32), m),
+                                 pad_to_multiple(I1.to(self.device, torch.float32), m), t)
+        return self._crop(out.float(), h, w)
+
+    def streams(self, L0, L1, H0, H1, t: float = 0.5):
+        """(H_st, H_ts) between two low-res frames, given their spatial outputs."""
+        h, w = L0.shape[-2:]
+        mult, s = self.model.size_multiple, self.scale
+        dev = lambda x: x.to(self.device, torch.float32)
+        L0p, L1p = pad_to_multiple(dev(L0), mult), pad_to_multiple(dev(L1), mult)
+        H0p, H1p = (pad_to_multiple(dev(x), mult * s) for x in (H0, H1))
+        with torch.inference_mode(), self._autocast():
+            L_mid, H_st = self.model.interpolate(L0p, L1p, H0p, H1p, t)
+        H_ts = self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L_mid], [])[0]
+        return self._crop(H_st.float(), h * s, w * s), self._crop(H_ts, h * s, w * s)
+
+    def _high_res(self, fn, *H: torch.Tensor):
+        """Run fn on high-res tensors padded to the model's multiple, tiled like the engine."""
+        h, w = H[0].shape[-2:]
+        s, mult = self.scale, self.model.size_multiple
+        Hp = [pad_to_multiple(x.to(self.device, torch.float32), mult * s) for x in H]
+        geometry = Hp[0][:, :, ::s, ::s]  # the low-res grid the tiles are laid on
+        return [self._crop(o, h, w) for o in self._run(lambda lr, hr: fn(*hr), [geometry], Hp)]
+
+    def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor):
+        """F alone: (M_st, M_ts, H_F)."""
+        if H_st.shape != H_ts.shape:
+            raise InputError(f"the two streams differ in shape: H_st {tuple(H_st.shape)} vs H_ts "
+                             f"{tuple(H_ts.shape)}: feed both from the same Dual-Stream output")
+        return tuple(self._high_res(lambda a, b: list(self.model.fuse(a, b)), H_st, H_ts))
+
+    def refine(self, H_F: torch.Tensor) -> torch.Tensor:
+        """R alone: H_R = R(H_F) + H_F."""
+        return self._high_res(lambda x: [self.model.refine(x)], H_F)[0]
+
     # -- streaming ---------------------------------------------------------------------------
     def _prepare(self, frame: torch.Tensor, index: int, size) -> torch.Tensor:
         if not isinstance(frame, torch.Tensor) or frame.ndim != 3 or frame.shape[0] != 3:

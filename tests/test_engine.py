@@ -7,7 +7,7 @@ from stvsr_core.degrade import downsample
 from stvsr_core.scenecut import DEFAULT_THRESHOLD, scene_score
 from stvsr_core.tiling import pad_to_multiple
 
-from .conftest import CONFIGS, random_model, real_frames
+from helpers import CONFIGS, random_model, real_frames
 
 
 def _spatial_ref(model, frame):

@@ -8,7 +8,7 @@ from stvsr_core.refine import Refine
 from stvsr_core.spatial import SPATIAL
 from stvsr_core.temporal import DISInterp, IFNetLite
 
-from .conftest import random_model, real_frames
+from helpers import random_model, real_frames
 
 
 @pytest.mark.parametrize("arch", sorted(SPATIAL))

@@ -15,7 +15,7 @@ from stvsr_core import load_weights
 from stvsr_core.cli import main
 from stvsr_core.metrics import psnr
 
-from .conftest import SHARED
+from helpers import SHARED
 
 TRAIN_CLIP = SHARED / "data" / "train" / "video" / "asl_again.mkv"
 EVAL = SHARED / "data" / "eval"

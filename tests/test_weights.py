@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from stvsr_core import WeightsError, list_models, load_model, load_weights, resolve_model, save_weights
 from stvsr_core.registry import DEFAULT_MODEL
 
-from .conftest import CONFIGS, random_model
+from helpers import CONFIGS, random_model
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

@@ -1,0 +1,335 @@
+"""ComfyUI nodes (V1 API) over stvsr_core, following the paper's Figure 1, plus one all-in-one node.
+
+IMAGE is [B, H, W, 3] float in 0..1 with one frame per batch item; MASK is [B, H, W].
+The nodes only convert layouts, place the model and report progress: the math is stvsr_core's.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..stvsr_core import (DEFAULT_MODEL, DEFAULT_THRESHOLD, Engine, EngineOptions, InputError, WeightsError,
+                          list_models, load_weights, resolve_model)
+from ..stvsr_core.scenecut import is_cut
+from . import host
+
+CATEGORY = "video/stvsr"
+MODEL_TYPE = "STVSR_MODEL"
+
+
+class STVSRModel:
+    """What flows on an STVSR_MODEL wire: the network on the CPU plus where and how to run it."""
+
+    def __init__(self, model, device: torch.device, fp16: bool, name: str):
+        self.model, self.device, self.fp16, self.name = model, device, fp16, name
+
+    @contextlib.contextmanager
+    def engine(self, frame_hw: tuple[int, int], **options):
+        """The model on its device only while a node runs; back on the CPU afterwards."""
+        h, w = frame_hw
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        # activations: the widest stages (F and R at high resolution) hold roughly 200 floats per
+        # low-res pixel; an estimate for free_memory, not a limit
+        host.free_memory(params + h * w * 4 * 200, self.device)
+        engine = Engine(self.model, self.device, EngineOptions(fp16=self.fp16, **options))
+        try:
+            yield engine
+        finally:
+            self.model.to("cpu")
+            host.soft_empty_cache()
+
+
+# -- conversions and checks ---------------------------------------------------------------------
+def _frames(images: torch.Tensor, what: str = "images", min_frames: int = 1) -> torch.Tensor:
+    """IMAGE [B, H, W, C] -> [B, 3, H, W] view, after checking it is an RGB batch."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise InputError(f"{what}: expected an IMAGE batch [frames, height, width, 3], got "
+                         f"{tuple(images.shape) if hasattr(images, 'shape') else type(images).__name__}")
+    if images.shape[-1] != 3:
+        raise InputError(f"{what}: has {images.shape[-1]} channels; STVSR needs RGB (3): drop the alpha "
+                         "channel or convert the image to RGB first")
+    if images.shape[0] < min_frames:
+        raise InputError(f"{what}: got {images.shape[0]} frame(s); frame interpolation needs at least "
+                         f"{min_frames} frames: pass a video batch, not a single image")
+    return images.movedim(-1, 1)
+
+
+def _image(x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """[B, 3, H, W] -> IMAGE. Intermediate streams stay unclamped, so that wiring the separate
+    nodes reproduces the all-in-one node exactly (previews and SaveImage clip them anyway)."""
+    x = x.clamp(0, 1) if clamp else x
+    return x.movedim(1, -1).float().cpu()
+
+
+def _with_smaller_tiles(run, tile: int):
+    """Retry on out-of-memory with half the tile size, as ComfyUI's own upscale node does."""
+    while True:
+        try:
+            return run(tile)
+        except host.OOM_ERRORS:
+            host.soft_empty_cache()
+            tile = 512 if tile == 0 else tile // 2
+            if tile < 64:
+                raise
+            host.log.warning("stvsr: out of memory, retrying with %d px tiles", tile)
+
+
+def _model_choices() -> list[str]:
+    shipped = list_models()
+    return ([DEFAULT_MODEL] if DEFAULT_MODEL in shipped else []) + \
+        [m for m in shipped if m != DEFAULT_MODEL] + host.user_model_files()
+
+
+# -- nodes ----------------------------------------------------------------------------------------
+class LoadSTVSRModel:
+    DESCRIPTION = "Loads a shipped STVSR model or a .safetensors file from ComfyUI/models/stvsr."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("stvsr_model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model_name": (_model_choices(),),
+                             "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto"}),
+                             "precision": (["auto", "fp32", "fp16"], {"default": "auto"})}}
+
+    def load(self, model_name, device="auto", precision="auto"):
+        path = host.user_model_path(model_name) if model_name.endswith(".safetensors") else None
+        try:
+            model = load_weights(path or resolve_model(model_name))
+        except WeightsError as e:
+            raise WeightsError(f"Load STVSR Model: {e}") from None
+        dev = host.torch_device() if device == "auto" else torch.device(device)
+        fp16 = dev.type == "cuda" if precision == "auto" else precision == "fp16"
+        if fp16 and dev.type != "cuda":
+            raise InputError(f"Load STVSR Model: fp16 runs only on CUDA, but the device is {dev}: choose fp32")
+        return (STVSRModel(model, dev, fp16, model_name),)
+
+
+class STVSRSpatialUpscale:
+    DESCRIPTION = "M_S: every frame upscaled 2x on its own."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
+                             "tile": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32})}}
+
+    def upscale(self, stvsr_model, images, tile=0):
+        x = _frames(images)
+        bar = host.Progress(x.shape[0])
+
+        def run(tile):
+            out = torch.empty((x.shape[0], x.shape[2] * 2, x.shape[3] * 2, 3))
+            with stvsr_model.engine(x.shape[-2:], tile=tile) as eng:
+                for i in range(x.shape[0]):
+                    out[i] = _image(eng.upscale(x[i:i + 1]))[0]
+                    bar.update(1)
+            return out
+
+        return (_with_smaller_tiles(run, tile),)
+
+
+class STVSRFrameInterpolate:
+    DESCRIPTION = "M_T: N frames -> 2N-1 frames at the same size; scene cuts repeat a frame instead of morphing."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "interpolate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
+                             "scene_threshold": ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0,
+                                                           "step": 0.01, "tooltip": "0 turns scene-cut detection off"})}}
+
+    def interpolate(self, stvsr_model, images, scene_threshold=DEFAULT_THRESHOLD):
+        x = _frames(images, min_frames=2)
+        n = x.shape[0]
+        out = torch.empty((2 * n - 1,) + tuple(images.shape[1:]))
+        bar = host.Progress(n - 1)
+        with stvsr_model.engine(x.shape[-2:]) as eng:
+            out[0] = images[0]
+            for k in range(n - 1):
+                a, b = x[k:k + 1], x[k + 1:k + 2]
+                cut = is_cut(a, b, scene_threshold)
+                out[2 * k + 1] = images[k] if cut else _image(eng.interpolate_frames(a, b))[0]
+                out[2 * k + 2] = images[k + 1]
+                bar.update(1)
+        return (out,)
+
+
+class STVSRDualStreamUpsample:
+    DESCRIPTION = ("Both streams of the paper: the upscaled input frames (M_S), and for every in-between "
+                   "frame H_st (upscale, then interpolate) and H_ts (interpolate, then upscale).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE")
+    RETURN_NAMES = ("upscaled_frames", "H_st", "H_ts")
+    FUNCTION = "streams"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
+                             "tile": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32})}}
+
+    def streams(self, stvsr_model, images, tile=0):
+        x = _frames(images, min_frames=2)
+        n, h, w = x.shape[0], x.shape[2] * 2, x.shape[3] * 2
+        bar = host.Progress(n - 1)
+
+        def run(tile):
+            sr, st, ts = torch.empty((n, h, w, 3)), torch.empty((n - 1, h, w, 3)), torch.empty((n - 1, h, w, 3))
+            with stvsr_model.engine(x.shape[-2:], tile=tile) as eng:
+                prev = eng.upscale(x[0:1])
+                sr[0] = _image(prev)[0]
+                for k in range(n - 1):
+                    cur = eng.upscale(x[k + 1:k + 2])  # each frame through M_S once
+                    H_st, H_ts = eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur)
+                    st[k], ts[k], sr[k + 1] = _image(H_st, False)[0], _image(H_ts, False)[0], _image(cur)[0]
+                    prev = cur
+                    bar.update(1)
+            return sr, st, ts
+
+        return _with_smaller_tiles(run, tile)
+
+
+class STVSRFuseStreams:
+    DESCRIPTION = "F: blends H_st and H_ts with two predicted masks, H_F = M_st*H_st + M_ts*H_ts."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "MASK", "MASK")
+    RETURN_NAMES = ("H_F", "M_st", "M_ts")
+    FUNCTION = "fuse"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"stvsr_model": (MODEL_TYPE,), "H_st": ("IMAGE",), "H_ts": ("IMAGE",)}}
+
+    def fuse(self, stvsr_model, H_st, H_ts):
+        a, b = _frames(H_st, "H_st"), _frames(H_ts, "H_ts")
+        if a.shape != b.shape:
+            raise InputError(f"Fuse Streams: H_st is {tuple(H_st.shape)} but H_ts is {tuple(H_ts.shape)}: "
+                             "connect both outputs of the same Dual-Stream Upsample node")
+        n = a.shape[0]
+        out, m_st, m_ts = torch.empty(H_st.shape), torch.empty(H_st.shape[:3]), torch.empty(H_st.shape[:3])
+        bar = host.Progress(n)
+        with stvsr_model.engine((a.shape[2] // 2, a.shape[3] // 2)) as eng:
+            for i in range(n):
+                M1, M2, H_F = eng.fuse(a[i:i + 1], b[i:i + 1])
+                out[i], m_st[i], m_ts[i] = _image(H_F, False)[0], M1[0, 0].float().cpu(), M2[0, 0].float().cpu()
+                bar.update(1)
+        return out, m_st, m_ts
+
+
+class STVSRRefine:
+    DESCRIPTION = "R: sharpens a fused frame, H_R = R(H_F) + H_F."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "refine"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",)}}
+
+    def refine(self, stvsr_model, images):
+        x = _frames(images)
+        out = torch.empty(images.shape)
+        bar = host.Progress(x.shape[0])
+        with stvsr_model.engine((x.shape[2] // 2, x.shape[3] // 2)) as eng:
+            for i in range(x.shape[0]):
+                out[i] = _image(eng.refine(x[i:i + 1]))[0]
+                bar.update(1)
+        return (out,)
+
+
+class STVSRInterleave:
+    DESCRIPTION = ("Puts the in-between frames between the upscaled input frames (N + N-1 -> 2N-1). With the "
+                   "low-res source frames connected, pairs across a scene cut repeat the earlier frame.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "interleave"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"frames": ("IMAGE",), "in_between": ("IMAGE",)},
+                "optional": {"source": ("IMAGE",),
+                             "scene_threshold": ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0,
+                                                           "step": 0.01})}}
+
+    def interleave(self, frames, in_between, source=None, scene_threshold=DEFAULT_THRESHOLD):
+        _frames(frames, "frames", 2), _frames(in_between, "in_between")
+        n = frames.shape[0]
+        if in_between.shape[0] != n - 1 or in_between.shape[1:] != frames.shape[1:]:
+            raise InputError(f"Interleave: {n} frames need {n - 1} in-between frames of size "
+                             f"{tuple(frames.shape[1:3])}; got {in_between.shape[0]} of {tuple(in_between.shape[1:3])}")
+        out = torch.empty((2 * n - 1,) + tuple(frames.shape[1:]))
+        out[0::2] = frames
+        out[1::2] = in_between
+        if source is not None:
+            src = _frames(source, "source")
+            for k in range(n - 1):
+                if is_cut(src[k:k + 1], src[k + 1:k + 2], scene_threshold):
+                    out[2 * k + 1] = frames[k]
+        return (out,)
+
+
+class STVSRUpsample:
+    DESCRIPTION = "All in one: N frames -> 2N-1 frames at twice the size; the frame rate doubles."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "frame_rate")
+    FUNCTION = "upsample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
+                             "scene_threshold": ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0,
+                                                           "step": 0.01, "tooltip": "0 turns scene-cut detection off"}),
+                             "tile": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                                              "tooltip": "low-res tile size; 0 tiles only frames over 1280x720"}),
+                             "exact_double": ("BOOLEAN", {"default": False,
+                                                          "tooltip": "2N frames (last repeated) instead of 2N-1"})},
+                "optional": {"frame_rate": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 1000.0, "step": 0.001})}}
+
+    def upsample(self, stvsr_model, images, scene_threshold=DEFAULT_THRESHOLD, tile=0, exact_double=False,
+                 frame_rate=25.0):
+        x = _frames(images, min_frames=2)
+        n = x.shape[0]
+        n_out = 2 * n - (0 if exact_double else 1)
+        # one preallocated float32 CPU tensor: never several copies of a long clip
+        out = torch.empty((n_out, x.shape[2] * 2, x.shape[3] * 2, 3))
+
+        def run(tile):
+            bar = host.Progress(n_out)
+            with stvsr_model.engine(x.shape[-2:], tile=tile, scene_threshold=scene_threshold or None,
+                                    exact_double=exact_double) as eng:
+                for i, frame in enumerate(eng.run((x[k] for k in range(n)), total=n,
+                                                  progress=lambda d, t: bar.update(1))):
+                    out[i] = frame.movedim(0, -1)
+            return out
+
+        return _with_smaller_tiles(run, tile), float(frame_rate) * 2
+
+
+NODE_CLASS_MAPPINGS = {
+    "LoadSTVSRModel": LoadSTVSRModel,
+    "STVSRSpatialUpscale": STVSRSpatialUpscale,
+    "STVSRFrameInterpolate": STVSRFrameInterpolate,
+    "STVSRDualStreamUpsample": STVSRDualStreamUpsample,
+    "STVSRFuseStreams": STVSRFuseStreams,
+    "STVSRRefine": STVSRRefine,
+    "STVSRInterleave": STVSRInterleave,
+    "STVSRUpsample": STVSRUpsample,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadSTVSRModel": "Load STVSR Model",
+    "STVSRSpatialUpscale": "Spatial Upscale (M_S)",
+    "STVSRFrameInterpolate": "Frame Interpolate (M_T)",
+    "STVSRDualStreamUpsample": "Dual-Stream Upsample",
+    "STVSRFuseStreams": "Fuse Streams (F)",
+    "STVSRRefine": "Refine (R)",
+    "STVSRInterleave": "Interleave Frames (STVSR)",
+    "STVSRUpsample": "STVSR Upsample",
+}

@@ -1,0 +1,72 @@
+"""Shared test helpers: real frames from the bundled clip, small models, video writing."""
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from stvsr_core import DualStream, save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "stvsr_core" / "assets" / "bikes_short.mp4"
+SHARED = ROOT.parent / "shared"
+
+CONFIGS = {
+    "lite-dis": None,
+    "espcn-ifnet": {"scale": 2, "spatial": {"arch": "espcn"}, "temporal": {"arch": "ifnet_lite"},
+                    "fusion": {"preset": "lite"}, "refine": {"preset": "lite"}},
+}
+
+
+def real_frames(start=0, count=None, size=None):
+    """Frames of the bundled demo clip (real footage) as [3, H, W] tensors, optionally resized."""
+    out = []
+    with av.open(str(DEMO)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i < start:
+                continue
+            if count is not None and len(out) >= count:
+                break
+            img = f.to_image()
+            if size:
+                img = img.resize(size)
+            out.append(torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255)
+    return out
+
+
+def random_model(config=None, seed=0):
+    """An untrained model whose F and R are not the identity (weights perturbed)."""
+    torch.manual_seed(seed)
+    m = DualStream(config)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return m.eval()
+
+
+def write_video(path, frames, fps=25, audio=False):
+    """Encode uint8 RGB frames (and optionally a 440 Hz tone) with PyAV."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        a = None
+        if audio:
+            a = c.add_stream("aac", rate=48000)
+            a.layout = "stereo"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+        if a is not None:
+            n = int(48000 * len(frames) / fps)
+            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
+            samples = np.stack([tone, tone])
+            for i in range(0, n, 1024):
+                af = av.AudioFrame.from_ndarray(samples[:, i:i + 1024].copy(), format="fltp", layout="stereo")
+                af.sample_rate = 48000
+                for p in a.encode(af):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)

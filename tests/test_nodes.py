@@ -1,0 +1,172 @@
+"""The ComfyUI node pack, called directly as ComfyUI would (ComfyUI itself is not on PyPI).
+
+The repository root is loaded as a package the way ComfyUI loads a custom-node folder.
+"""
+import importlib.util
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from helpers import ROOT, real_frames
+
+
+def _load_pack():
+    if "stvsr_pack" in sys.modules:
+        return sys.modules["stvsr_pack"]
+    spec = importlib.util.spec_from_file_location("stvsr_pack", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["stvsr_pack"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+pack = _load_pack()
+N = pack.NODE_CLASS_MAPPINGS
+nodes_mod = sys.modules["stvsr_pack.nodes.stvsr_nodes"]
+host = sys.modules["stvsr_pack.nodes.host"]
+InputError = sys.modules["stvsr_pack.stvsr_core"].InputError
+WeightsError = sys.modules["stvsr_pack.stvsr_core"].WeightsError
+
+
+def _call(name, *args, **kw):
+    node = N[name]()
+    return getattr(node, node.FUNCTION)(*args, **kw)
+
+
+def _images(start, count, size=None, crop=None):
+    f = torch.stack(real_frames(start=start, count=count, size=size))
+    if crop:
+        f = f[..., : crop[0], : crop[1]]
+    return f.movedim(1, -1).contiguous()  # IMAGE [B, H, W, 3]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _call("LoadSTVSRModel", "stvsr-lite", "cpu", "fp32")[0]
+
+
+def test_mappings_and_node_declarations():
+    assert set(N) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    for name, cls in N.items():
+        spec = cls.INPUT_TYPES()
+        assert "required" in spec and cls.CATEGORY == "video/stvsr"
+        assert hasattr(cls, cls.FUNCTION) and isinstance(cls.RETURN_TYPES, tuple)
+        for opts in spec["required"].values():
+            assert isinstance(opts, tuple)
+    assert "stvsr-lite" in N["LoadSTVSRModel"].INPUT_TYPES()["required"]["model_name"][0]
+    assert "ComfyUI" not in " ".join(pack.NODE_DISPLAY_NAME_MAPPINGS.values())
+
+
+def test_separate_nodes_in_paper_order_equal_all_in_one(model):
+    """Dual-Stream -> Fuse -> Refine -> Interleave gives the all-in-one node's frames, cut included."""
+    images = _images(start=6, count=5, size=(320, 136), crop=(128, 320))  # low-res 320x128, a cut after frame 3
+    up, H_st, H_ts = _call("STVSRDualStreamUpsample", model, images)
+    H_F, M_st, M_ts = _call("STVSRFuseStreams", model, H_st, H_ts)
+    H_R = _call("STVSRRefine", model, H_F)[0]
+    separate = _call("STVSRInterleave", up, H_R, source=images)[0]
+    together, fps = _call("STVSRUpsample", model, images, frame_rate=23.976)
+    assert together.shape == separate.shape == (9, 256, 640, 3) and together.dtype == torch.float32
+    # the same frames: float rounding (1e-7) can flip a pixel of DIS's 8-bit luma input, which moves
+    # a flow vector a little, so "equal" means within one 8-bit level, and equal on average
+    diff = (together - separate).abs()
+    assert diff.max() < 1 / 255 and diff.mean() < 1e-5
+    assert torch.equal(together[7], together[6])  # the cut: earlier frame repeated
+    assert fps == pytest.approx(47.952)
+    assert M_st.shape == (4, 256, 640) and 0 <= M_st.min() and M_ts.max() <= 1
+
+
+def test_spatial_and_temporal_nodes(model):
+    images = _images(start=30, count=3, size=(160, 68))
+    up = _call("STVSRSpatialUpscale", model, images)[0]
+    assert up.shape == (3, 136, 320, 3)
+    mid = _call("STVSRFrameInterpolate", model, images)[0]
+    assert mid.shape == (5, 68, 160, 3)
+    assert torch.equal(mid[0::2], images) and not torch.equal(mid[1], mid[0])
+    cut = _call("STVSRFrameInterpolate", model, _images(start=8, count=3, size=(160, 68)))[0]
+    assert torch.equal(cut[3], cut[2])  # frames 9 -> 10 of the clip are a hard cut
+
+
+def test_exact_double_and_odd_sizes(model):
+    images = _images(start=30, count=3, size=(101, 43))
+    out, fps = _call("STVSRUpsample", model, images, exact_double=True, frame_rate=30.0)
+    assert out.shape == (6, 86, 202, 3) and fps == 60.0 and torch.equal(out[-1], out[-2])
+
+
+@pytest.mark.parametrize("images, match", [
+    (torch.rand(1, 32, 32, 3), "at least 2 frames"),
+    (torch.rand(3, 32, 32, 4), "needs RGB"),
+    (torch.rand(32, 32, 3), "IMAGE batch"),
+])
+def test_bad_images(model, images, match):
+    with pytest.raises(InputError, match=match):
+        _call("STVSRUpsample", model, images)
+
+
+def test_streams_of_different_sizes(model):
+    with pytest.raises(InputError, match="connect both outputs of the same Dual-Stream"):
+        _call("STVSRFuseStreams", model, torch.rand(2, 64, 64, 3), torch.rand(2, 64, 96, 3))
+
+
+def test_missing_and_foreign_model_files(tmp_path):
+    with pytest.raises(WeightsError, match="Load STVSR Model: model 'nope.safetensors' is neither"):
+        _call("LoadSTVSRModel", "nope.safetensors", "cpu", "fp32")
+    foreign = tmp_path / "sd_vae.safetensors"
+    save_file({"decoder.conv_in.weight": torch.zeros(4, 4, 3, 3)}, str(foreign))
+    with pytest.raises(WeightsError, match="not an stvsr weights file"):
+        _call("LoadSTVSRModel", str(foreign), "cpu", "fp32")
+    with pytest.raises(InputError, match="fp16 runs only on CUDA"):
+        _call("LoadSTVSRModel", "stvsr-lite", "cpu", "fp16")
+
+
+def test_model_returns_to_cpu_and_progress_interrupts(model, monkeypatch):
+    calls = []
+
+    class FakeMM:
+        OOM_EXCEPTION = torch.cuda.OutOfMemoryError
+
+        @staticmethod
+        def throw_exception_if_processing_interrupted():
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt("interrupted by user")
+
+        free_memory = soft_empty_cache = staticmethod(lambda *a, **k: None)
+
+    monkeypatch.setattr(host, "mm", FakeMM)
+    with pytest.raises(KeyboardInterrupt):
+        _call("STVSRUpsample", model, _images(start=30, count=4, size=(96, 40)))
+    assert len(calls) == 2  # checked at every output frame, stopped at the second
+    assert next(model.model.parameters()).device.type == "cpu"
+
+
+def test_out_of_memory_halves_the_tile():
+    tried = []
+
+    def run(tile):
+        tried.append(tile)
+        if tile != 256:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return "ok"
+
+    assert nodes_mod._with_smaller_tiles(run, 0) == "ok" and tried == [0, 512, 256]
+
+
+def test_workflows_match_their_generator_and_the_nodes():
+    spec = importlib.util.spec_from_file_location("make_workflows", ROOT / "tools" / "make_workflows.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    import json
+    for name, graph in gen.GRAPHS.items():
+        assert json.loads((ROOT / "workflows" / f"{name}.json").read_text()) == gen.ui(graph)
+        api = json.loads((ROOT / "workflows" / f"{name}_api.json").read_text())
+        assert api == gen.api(graph)
+        assert any(n["class_type"] == "SaveImage" for n in api.values())
+        assert any(n["class_type"] == "LoadVideo" for n in api.values())
+        for node in api.values():
+            if node["class_type"] in N:  # our nodes: every input the graph sets is one the node declares
+                spec = N[node["class_type"]].INPUT_TYPES()
+                declared = set(spec["required"]) | set(spec.get("optional", {}))
+                assert set(node["inputs"]) <= declared and set(spec["required"]) <= set(node["inputs"])

@@ -1,0 +1,100 @@
+"""Writes workflows/<name>.json (ComfyUI UI format) and workflows/<name>_api.json (API format)
+from one description per graph, so the two twins can never drift apart.
+
+Run: python tools/make_workflows.py
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "workflows"
+VIDEO = "bikes_short.mp4"  # copy stvsr_core/assets/bikes_short.mp4 into ComfyUI/input
+
+# node: (id, class, {widget: value}, {input: (from_id, slot, type)}, [(output name, type)], ui_only)
+LOAD = [
+    (1, "LoadVideo", {"file": VIDEO}, {}, [("VIDEO", "VIDEO")], False),
+    (2, "GetVideoComponents", {}, {"video": (1, 0, "VIDEO")},
+     [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], False),
+    (3, "ImageFromBatch", {"batch_index": 0, "length": 8}, {"image": (2, 0, "IMAGE")}, [("IMAGE", "IMAGE")], False),
+    (4, "LoadSTVSRModel", {"model_name": "stvsr-lite", "device": "auto", "precision": "auto"}, {},
+     [("stvsr_model", "STVSR_MODEL")], False),
+]
+
+GRAPHS = {
+    "stvsr_upsample": LOAD + [
+        (5, "STVSRUpsample", {"scene_threshold": 0.15, "tile": 0, "exact_double": False, "frame_rate": 25.0},
+         {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (3, 0, "IMAGE"), "frame_rate": (2, 2, "FLOAT")},
+         [("images", "IMAGE"), ("frame_rate", "FLOAT")], False),
+        (6, "SaveImage", {"filename_prefix": "stvsr/upsample"}, {"images": (5, 0, "IMAGE")}, [], False),
+        (7, "CreateVideo", {"fps": 50.0}, {"images": (5, 0, "IMAGE"), "fps": (5, 1, "FLOAT")},
+         [("VIDEO", "VIDEO")], True),
+        (8, "SaveVideo", {"filename_prefix": "video/stvsr", "format": "auto", "codec": "auto"},
+         {"video": (7, 0, "VIDEO")}, [], True),
+    ],
+    "stvsr_dual_stream": LOAD + [
+        (5, "STVSRDualStreamUpsample", {"tile": 0},
+         {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (3, 0, "IMAGE")},
+         [("upscaled_frames", "IMAGE"), ("H_st", "IMAGE"), ("H_ts", "IMAGE")], False),
+        (6, "STVSRFuseStreams", {}, {"stvsr_model": (4, 0, "STVSR_MODEL"), "H_st": (5, 1, "IMAGE"),
+                                     "H_ts": (5, 2, "IMAGE")},
+         [("H_F", "IMAGE"), ("M_st", "MASK"), ("M_ts", "MASK")], False),
+        (7, "STVSRRefine", {}, {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (6, 0, "IMAGE")},
+         [("IMAGE", "IMAGE")], False),
+        (8, "STVSRInterleave", {"scene_threshold": 0.15},
+         {"frames": (5, 0, "IMAGE"), "in_between": (7, 0, "IMAGE"), "source": (3, 0, "IMAGE")},
+         [("IMAGE", "IMAGE")], False),
+        (9, "SaveImage", {"filename_prefix": "stvsr/dual_stream"}, {"images": (8, 0, "IMAGE")}, [], False),
+        (10, "MaskToImage", {}, {"mask": (6, 1, "MASK")}, [("IMAGE", "IMAGE")], False),
+        (11, "SaveImage", {"filename_prefix": "stvsr/mask_st"}, {"images": (10, 0, "IMAGE")}, [], False),
+        (12, "MaskToImage", {}, {"mask": (6, 2, "MASK")}, [("IMAGE", "IMAGE")], False),
+        (13, "SaveImage", {"filename_prefix": "stvsr/mask_ts"}, {"images": (12, 0, "IMAGE")}, [], False),
+        (14, "PreviewImage", {}, {"images": (5, 1, "IMAGE")}, [], True),
+        (15, "PreviewImage", {}, {"images": (5, 2, "IMAGE")}, [], True),
+    ],
+}
+
+
+def api(nodes) -> dict:
+    """Only the nodes the server must run; widget values and links as {input: value | [id, slot]}."""
+    out = {}
+    for nid, cls, widgets, inputs, _, ui_only in nodes:
+        if ui_only:
+            continue
+        ins = {k: v for k, v in widgets.items() if k not in inputs}
+        ins.update({k: [str(src), slot] for k, (src, slot, _) in inputs.items()})
+        out[str(nid)] = {"class_type": cls, "inputs": ins, "_meta": {"title": cls}}
+    return out
+
+
+def ui(nodes) -> dict:
+    """LiteGraph's saved-workflow format, as ComfyUI's frontend writes it."""
+    links, ui_nodes = [], []
+    outputs = {nid: [[] for _ in outs] for nid, _, _, _, outs, _ in nodes}
+    for nid, cls, widgets, inputs, outs, _ in nodes:
+        for name, (src, slot, typ) in inputs.items():
+            link_id = len(links) + 1
+            links.append([link_id, src, slot, nid, list(inputs).index(name), typ])
+            outputs[src][slot].append(link_id)
+    link_of = {(l[3], l[4]): l[0] for l in links}
+    for order, (nid, cls, widgets, inputs, outs, _) in enumerate(nodes):
+        col, row = divmod(order, 4)
+        node = {"id": nid, "type": cls, "pos": [60 + 380 * col, 60 + 260 * row], "size": [340, 200],
+                "flags": {}, "order": order, "mode": 0,
+                "inputs": [{"name": k, "type": t, "link": link_of[(nid, i)],
+                            **({"widget": {"name": k}} if k in widgets else {})}
+                           for i, (k, (_, _, t)) in enumerate(inputs.items())],
+                "outputs": [{"name": n, "type": t, "links": outputs[nid][i], "slot_index": i}
+                            for i, (n, t) in enumerate(outs)],
+                "properties": {"Node name for S&R": cls},
+                "widgets_values": list(widgets.values()) + (["image"] if cls == "LoadVideo" else [])}
+        ui_nodes.append(node)
+    return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+if __name__ == "__main__":
+    for name, nodes in GRAPHS.items():
+        (OUT / f"{name}.json").write_text(json.dumps(ui(nodes), indent=1) + "\n")
+        (OUT / f"{name}_api.json").write_text(json.dumps(api(nodes), indent=1) + "\n")
+        print("wrote", name)
