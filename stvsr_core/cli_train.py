@@ -27,6 +27,9 @@ def add_parser(sub):
     p.add_argument("--stages", default="1,2,3")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's step count")
     p.add_argument("--max-frames", type=int, default=300, help="frames kept per clip")
+    p.add_argument("--init", nargs="+", default=[], metavar="FILE:PART",
+                   help="start sub-networks from trained ones, e.g. runs/a/stage1.pt:M_S other.safetensors:M_T "
+                        "(the paper pre-trains M_S and M_T independently, so they can be shared across combos)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     p.set_defaults(func=run)
@@ -45,6 +48,11 @@ def run(args) -> int:
     for root in args.data:
         if "eval" in Path(root).resolve().parts:
             raise SystemExit(f"stvsr train: {root} looks like an evaluation set: never train on it")
+    for spec in args.init:  # fail before the slow data loading
+        if ":" not in spec or spec.rsplit(":", 1)[1] not in ("M_S", "M_T", "F", "R"):
+            raise SystemExit(f"stvsr train: --init {spec!r}: part must be M_S, M_T, F or R (FILE:PART)")
+        if not Path(spec.rsplit(":", 1)[0]).is_file():
+            raise SystemExit(f"stvsr train: --init {spec!r}: no such file")
     t0 = time.time()
     clips = load_clips(args.data, max_frames=args.max_frames)
     photos = load_photos(args.photos) if Path(args.photos).is_dir() else []
@@ -55,6 +63,8 @@ def run(args) -> int:
           f"({time.time() - t0:.0f} s)", flush=True)
     sampler = TripletSampler(clips, photos, seed=args.seed + rank)  # each rank draws its own batches
     model = DualStream(recipe["model"])
+    for spec in args.init:
+        init_part(model, *spec.rsplit(":", 1))
     model = train(model, sampler, args.out, stages, seed=args.seed)
     if rank == 0:
         info = {"recipe": args.recipe, "stages": {k: dataclasses.asdict(v) for k, v in stages.items()},
@@ -65,3 +75,20 @@ def run(args) -> int:
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
+
+
+def init_part(model: DualStream, path: str, part: str) -> None:
+    """Copy one sub-network's tensors (M_S, M_T, F or R) from a weights file or a stage checkpoint."""
+    if part not in ("M_S", "M_T", "F", "R"):
+        raise SystemExit(f"stvsr train: --init part must be M_S, M_T, F or R, got {part!r}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+    try:
+        getattr(model, part).load_state_dict(sub, strict=True)
+    except RuntimeError as e:
+        raise SystemExit(f"stvsr train: {path} has no {part} matching this recipe: {e}") from None
+    print(f"{part} initialised from {path}", flush=True)

@@ -86,3 +86,16 @@ def test_eval_table_json_and_saved_frames(tmp_path, untrained_file, capsys):
         scores.append(psnr(pred[None], gt[None, :, : pred.shape[1], : pred.shape[2]]))
     assert abs(np.mean(scores) - res["mini_ucf"]["H_R"]["psnr"]) < 1e-3
     assert "mini_ucf (2 triplets)" in capsys.readouterr().out
+
+
+@needs_shared
+def test_init_shares_pretrained_backbones(tmp_path, untrained_file):
+    out = tmp_path / "combo"
+    assert main(["train", "--out", str(out), "--data", str(TRAIN_CLIP), "--photos", str(tmp_path / "none"),
+                 "--max-frames", "12", "--steps-scale", "0.001", "--stages", "2",
+                 "--init", f"{untrained_file}:M_S"]) == 0
+    donor, trained = load_weights(untrained_file), load_weights(out / "model.safetensors")
+    for (k, a), b in zip(donor.M_S.state_dict().items(), trained.M_S.state_dict().values()):
+        assert torch.equal(a, b), k  # copied, then frozen in stage 2
+    with pytest.raises(SystemExit, match="part must be M_S, M_T, F or R"):
+        main(["train", "--out", str(tmp_path / "x"), "--data", str(TRAIN_CLIP), "--init", f"{untrained_file}:Q"])
