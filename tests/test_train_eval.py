@@ -99,3 +99,34 @@ def test_init_shares_pretrained_backbones(tmp_path, untrained_file):
         assert torch.equal(a, b), k  # copied, then frozen in stage 2
     with pytest.raises(SystemExit, match="part must be M_S, M_T, F or R"):
         main(["train", "--out", str(tmp_path / "x"), "--data", str(TRAIN_CLIP), "--init", f"{untrained_file}:Q"])
+
+
+class _Sampler:
+    """Random triplets; raises after `fail_at` batches to simulate a killed run."""
+
+    def __init__(self, fail_at=None):
+        self.n, self.fail_at, self.crop = 0, fail_at, 32
+        self.rng = np.random.default_rng(0)
+
+    def batch(self, b):
+        self.n += 1
+        if self.fail_at is not None and self.n > self.fail_at:
+            raise KeyboardInterrupt("killed")
+        return torch.from_numpy(self.rng.random((b, 3, 3, self.crop, self.crop), dtype=np.float32))
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
+    from stvsr_core import DualStream
+    from stvsr_core.train import StageSpec, run_stage
+
+    spec = StageSpec(steps=6, lr=1e-3, batch=2, crop=64)
+    torch.manual_seed(0)
+    model = DualStream()
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(model, _Sampler(fail_at=5), 2, spec, tmp_path, checkpoint_every=2)
+    state = torch.load(tmp_path / "stage2.pt", weights_only=False)
+    assert state["step"] == 4  # the last checkpoint before the kill
+    sampler = _Sampler()
+    run_stage(DualStream(), sampler, 2, spec, tmp_path, checkpoint_every=2)
+    assert sampler.n == 2  # only the two missing steps were run
+    assert torch.load(tmp_path / "stage2.pt", weights_only=False)["step"] == 6
