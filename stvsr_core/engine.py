@@ -6,12 +6,12 @@ length: only the previous frame and its spatial output are held.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Iterator
 
 import torch
 
-from .dual_stream import DualStream
+from .dual_stream import DualStream, Outputs
 from .scenecut import DEFAULT_THRESHOLD, is_cut
 from .tiling import pad_to_multiple, run_tiled
 
@@ -48,22 +48,18 @@ class EngineOptions:
     fp16: bool | None = None       # None: on for CUDA, off elsewhere
 
 
-def predict_pair(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t: float = 0.5):
+def predict_pair(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t: float = 0.5) -> Outputs:
     """Every intermediate of one pair ([B, 3, h, w] each), padded for the networks and cropped back.
 
     For evaluation and the node-by-node hosts; whole clips go through `Engine.run`.
     """
-    from .dual_stream import Outputs
-    from dataclasses import fields
-
     h, w = L0.shape[-2:]
     m, s = model.size_multiple, model.scale
     with torch.inference_mode():
         out = model(pad_to_multiple(L0, m), pad_to_multiple(L1, m), t)
-    crop = {"L_mid": (h, w)}
-    return Outputs(**{f.name: getattr(out, f.name)[..., : crop.get(f.name, (h * s, w * s))[0],
-                                                      : crop.get(f.name, (h * s, w * s))[1]]
-                      for f in fields(Outputs)})
+    crop = {f.name: getattr(out, f.name)[..., : h * s, : w * s] for f in fields(Outputs)}
+    crop["L_mid"] = out.L_mid[..., :h, :w]
+    return Outputs(**crop)
 
 
 class Engine:
