@@ -109,19 +109,21 @@ class Engine:
         self.stats["spatial_calls"] += 1
         return self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L], [])[0]
 
-    def middle(self, L0, L1, H0, H1, t: float = 0.5) -> torch.Tensor:
-        """H_R for the frame between two padded low-res frames, reusing their spatial outputs.
+    def _streams(self, L0, L1, H0, H1, t: float):
+        """(H_st, H_ts) on padded frames: the same steps as DualStream.middle. M_T runs on whole
+        frames (large motion crosses tiles); M_S on L_mid is tiled when the frame is large."""
+        with torch.inference_mode(), self._autocast():
+            L_mid, H_st = self.model.interpolate(L0, L1, H0, H1, t)
+        H_ts = self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L_mid], [])[0]
+        return L_mid, H_st.float(), H_ts
 
-        The same steps as DualStream.middle; M_T runs on whole frames, the convolutional
-        networks (M_S on L_mid, then F and R) run tiled when the frame is large.
-        """
+    def middle(self, L0, L1, H0, H1, t: float = 0.5) -> torch.Tensor:
+        """H_R for the frame between two padded low-res frames, reusing their spatial outputs."""
         self.stats["middle_calls"] += 1
         m = self.model
-        with torch.inference_mode(), self._autocast():
-            L_mid, H_st = m.interpolate(L0, L1, H0, H1, t)
-        H_ts = self._run(lambda lr, hr: [m.spatial(lr[0])], [L_mid], [])[0]
+        L_mid, H_st, H_ts = self._streams(L0, L1, H0, H1, t)
         fuse_refine = lambda lr, hr: [m.refine(m.fuse(hr[0], hr[1])[2])]
-        return self._run(fuse_refine, [L_mid], [H_st.float(), H_ts])[0]
+        return self._run(fuse_refine, [L_mid], [H_st, H_ts])[0]
 
     # -- single stages on unpadded batches, for hosts that expose the paper's steps as nodes ----
     def _crop(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -148,12 +150,9 @@ class Engine:
         h, w = L0.shape[-2:]
         mult, s = self.model.size_multiple, self.scale
         dev = lambda x: x.to(self.device, torch.float32)
-        L0p, L1p = pad_to_multiple(dev(L0), mult), pad_to_multiple(dev(L1), mult)
-        H0p, H1p = (pad_to_multiple(dev(x), mult * s) for x in (H0, H1))
-        with torch.inference_mode(), self._autocast():
-            L_mid, H_st = self.model.interpolate(L0p, L1p, H0p, H1p, t)
-        H_ts = self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L_mid], [])[0]
-        return self._crop(H_st.float(), h * s, w * s), self._crop(H_ts, h * s, w * s)
+        _, H_st, H_ts = self._streams(pad_to_multiple(dev(L0), mult), pad_to_multiple(dev(L1), mult),
+                                      pad_to_multiple(dev(H0), mult * s), pad_to_multiple(dev(H1), mult * s), t)
+        return self._crop(H_st, h * s, w * s), self._crop(H_ts, h * s, w * s)
 
     def _high_res(self, fn, *H: torch.Tensor):
         """Run fn on high-res tensors padded to the model's multiple, tiled like the engine."""
