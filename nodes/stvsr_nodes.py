@@ -16,6 +16,10 @@ from . import host
 
 CATEGORY = "video/stvsr"
 MODEL_TYPE = "STVSR_MODEL"
+TILE = ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                "tooltip": "low-res tile size; 0 tiles only frames over 1280x720"})
+SCENE_THRESHOLD = ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
+                             "tooltip": "0 turns scene-cut detection off"})
 
 
 class STVSRModel:
@@ -117,7 +121,7 @@ class STVSRSpatialUpscale:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
-                             "tile": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32})}}
+                             "tile": TILE}}
 
     def upscale(self, stvsr_model, images, tile=0):
         x = _frames(images)
@@ -143,8 +147,7 @@ class STVSRFrameInterpolate:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
-                             "scene_threshold": ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0,
-                                                           "step": 0.01, "tooltip": "0 turns scene-cut detection off"})}}
+                             "scene_threshold": SCENE_THRESHOLD}}
 
     def interpolate(self, stvsr_model, images, scene_threshold=DEFAULT_THRESHOLD):
         x = _frames(images, min_frames=2)
@@ -173,7 +176,7 @@ class STVSRDualStreamUpsample:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
-                             "tile": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32})}}
+                             "tile": TILE}}
 
     def streams(self, stvsr_model, images, tile=0):
         x = _frames(images, min_frames=2)
@@ -255,8 +258,7 @@ class STVSRInterleave:
     def INPUT_TYPES(cls):
         return {"required": {"frames": ("IMAGE",), "in_between": ("IMAGE",)},
                 "optional": {"source": ("IMAGE",),
-                             "scene_threshold": ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0,
-                                                           "step": 0.01})}}
+                             "scene_threshold": SCENE_THRESHOLD}}
 
     def interleave(self, frames, in_between, source=None, scene_threshold=DEFAULT_THRESHOLD):
         _frames(frames, "frames", 2), _frames(in_between, "in_between")
@@ -285,10 +287,8 @@ class STVSRUpsample:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
-                             "scene_threshold": ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0,
-                                                           "step": 0.01, "tooltip": "0 turns scene-cut detection off"}),
-                             "tile": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
-                                              "tooltip": "low-res tile size; 0 tiles only frames over 1280x720"}),
+                             "scene_threshold": SCENE_THRESHOLD,
+                             "tile": TILE,
                              "exact_double": ("BOOLEAN", {"default": False,
                                                           "tooltip": "2N frames (last repeated) instead of 2N-1"})},
                 "optional": {"frame_rate": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 1000.0, "step": 0.001})}}

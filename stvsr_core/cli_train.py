@@ -49,7 +49,7 @@ def run(args) -> int:
         if "eval" in Path(root).resolve().parts:
             raise SystemExit(f"stvsr train: {root} looks like an evaluation set: never train on it")
     for spec in args.init:  # fail before the slow data loading
-        if ":" not in spec or spec.rsplit(":", 1)[1] not in ("M_S", "M_T", "F", "R"):
+        if ":" not in spec or spec.rsplit(":", 1)[1] not in PARTS:
             raise SystemExit(f"stvsr train: --init {spec!r}: part must be M_S, M_T, F or R (FILE:PART)")
         if not Path(spec.rsplit(":", 1)[0]).is_file():
             raise SystemExit(f"stvsr train: --init {spec!r}: no such file")
@@ -77,10 +77,11 @@ def run(args) -> int:
     return 0
 
 
+PARTS = ("M_S", "M_T", "F", "R")
+
+
 def init_part(model: DualStream, path: str, part: str) -> None:
     """Copy one sub-network's tensors (M_S, M_T, F or R) from a weights file or a stage checkpoint."""
-    if part not in ("M_S", "M_T", "F", "R"):
-        raise SystemExit(f"stvsr train: --init part must be M_S, M_T, F or R, got {part!r}")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
         state = load_file(path)

@@ -1,7 +1,6 @@
 """`stvsr upsample INPUT -o OUTPUT`: the main job, and `stvsr models`."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from fractions import Fraction

@@ -18,7 +18,6 @@ from .metrics import psnr, ssim
 from .video_io import IMAGE_EXTS, _natural_key
 
 STAGES = ("H_st", "H_ts", "H_F", "H_R")
-BASELINES = {"bicubic + blend": None, "DIS T->S": "H_ts", "DIS S->T": "H_st"}
 
 
 @dataclass

@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +33,6 @@ class StageSpec:
     lr: float
     batch: int = 16
     crop: int = 128
-
-
-@dataclass
-class TrainConfig:
-    model: dict
-    out: str
-    stages: dict = field(default_factory=dict)   # {"1": StageSpec, ...}
-    seed: int = 0
-    checkpoint_every: int = 250
 
 
 def _rank() -> int:

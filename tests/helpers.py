@@ -1,12 +1,11 @@
 """Shared test helpers: real frames from the bundled clip, small models, video writing."""
-import os
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 
-from stvsr_core import DualStream, save_weights
+from stvsr_core import DualStream
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "stvsr_core" / "assets" / "bikes_short.mp4"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from stvsr_core.cli import main
 
-from helpers import DEMO, real_frames, write_video
+from helpers import real_frames, write_video
 
 
 def _short_clip(tmp_path, n=4, audio=False, size=(160, 68)):
