@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .backends import BACKENDS
 from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
 from .scenecut import DEFAULT_THRESHOLD
@@ -36,6 +37,8 @@ def add_parser(sub):
     p.add_argument("--exact-double", action="store_true", help="2N output frames (last repeated) instead of 2N-1")
     p.add_argument("--fps", type=Fraction, default=None, help="input frame rate for image folders (default 25)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="torch (default), or openvino / openvino-bf16 on the CPU (pip install 'stvsr[openvino]')")
     p.set_defaults(func=run)
 
 
@@ -80,7 +83,7 @@ def _run(args) -> int:
         raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames")
     model = load_model(args.model)
     opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold or None,
-                         exact_double=args.exact_double, fp16=args.fp16)
+                         exact_double=args.exact_double, fp16=args.fp16, backend=args.backend)
     engine = Engine(model, args.device, opts)
     fps_in = src.fps or args.fps or Fraction(25)
     fps_out = fps_in * 2

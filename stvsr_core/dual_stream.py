@@ -83,7 +83,10 @@ class DualStream(nn.Module):
 
     def interpolate(self, L0, L1, H0, H1, t=0.5):
         """The two M_T calls: L_mid (for stream T->S) and H_st (stream S->T). Flow-based M_T needs
-        the whole frame to follow large motion, so engines never tile this step."""
+        the whole frame to follow large motion, so engines never tile this step. An M_T with a
+        `pair` method may share work between the two (DIS reusing its low-res flows)."""
+        if hasattr(self.M_T, "pair"):
+            return self.M_T.pair(L0, L1, H0, H1, t)
         return self.M_T(L0, L1, t), self.M_T(H0, H1, t)
 
     def refine(self, H_F: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from .backends import BACKENDS, channels_last, use_openvino
 from .dual_stream import DualStream, Outputs
 from .scenecut import DEFAULT_THRESHOLD, is_cut
 from .tiling import pad_to_multiple, run_tiled
@@ -46,6 +47,7 @@ class EngineOptions:
     scene_threshold: float | None = DEFAULT_THRESHOLD  # None or 0 turns detection off
     exact_double: bool = False     # 2N frames (last repeated) instead of 2N-1
     fp16: bool | None = None       # None: on for CUDA, off elsewhere
+    backend: str = "torch"         # "torch" (channels_last), "openvino", "openvino-bf16" (CPU)
 
 
 def predict_pair(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t: float = 0.5) -> Outputs:
@@ -75,11 +77,20 @@ class Engine:
         o = self.options
         if o.tile < 0 or o.tile_pad < 0:
             raise InputError(f"tile ({o.tile}) and tile_pad ({o.tile_pad}) must be >= 0")
-        self.device = select_device(device)
-        self.model = model.eval().to(self.device)
+        if o.backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {o.backend!r}")
+        self.device = select_device("cpu" if o.backend != "torch" and device in (None, "auto") else device)
+        if o.backend != "torch" and self.device.type != "cpu":
+            raise InputError(f"backend {o.backend!r} runs on the CPU: use device 'cpu' (or backend 'torch')")
         self.fp16 = (self.device.type == "cuda") if o.fp16 is None else bool(o.fp16)
         if self.fp16 and self.device.type != "cuda":
             raise InputError("fp16 needs a CUDA device: drop fp16 or pick a CUDA device")
+        self.model = model.eval().to(self.device)
+        if o.backend == "torch":
+            # the fast convolution layout on CPUs (oneDNN) and GPUs (tensor cores); in place
+            self.model.to(memory_format=torch.channels_last)
+        else:
+            self.model = use_openvino(self.model, o.backend)
         self.scale = model.scale
         self.stats = {"spatial_calls": 0, "middle_calls": 0, "scene_cuts": 0}
 
@@ -98,11 +109,13 @@ class Engine:
     def _run(self, fn, lr: list, hr: list) -> list[torch.Tensor]:
         h, w = lr[0].shape[-2:]
         tile = self._tile_size(h, w)
+        cl = lambda xs: [channels_last(x) for x in xs]
+        call = lambda a, b: [r.float().contiguous() for r in fn(cl(a), cl(b))]
         with torch.inference_mode(), self._autocast():
             if not tile:
-                return [r.float() for r in fn(lr, hr)]
-            return run_tiled(lambda a, b: [r.float() for r in fn(a, b)], lr, hr, scale=self.scale,
-                             tile=tile, pad=self.options.tile_pad, multiple=self.model.size_multiple)
+                return call(lr, hr)
+            return run_tiled(call, lr, hr, scale=self.scale, tile=tile, pad=self.options.tile_pad,
+                             multiple=self.model.size_multiple)
 
     def spatial(self, L: torch.Tensor) -> torch.Tensor:
         """M_S of one padded low-res frame [1, 3, h, w]."""
@@ -174,7 +187,8 @@ class Engine:
         return self._high_res(lambda x: [self.model.refine(x)], H_F)[0]
 
     # -- streaming ---------------------------------------------------------------------------
-    def _prepare(self, frame: torch.Tensor, index: int, size) -> torch.Tensor:
+    def prepare(self, frame: torch.Tensor, index: int, size) -> torch.Tensor:
+        """One input frame [3, H, W] -> checked, on the device, padded [1, 3, H', W']."""
         if not isinstance(frame, torch.Tensor) or frame.ndim != 3 or frame.shape[0] != 3:
             shape = tuple(frame.shape) if hasattr(frame, "shape") else type(frame).__name__
             raise InputError(f"frame {index}: expected an RGB tensor [3, H, W], got {shape}")
@@ -185,6 +199,10 @@ class Engine:
         if not torch.isfinite(x).all():
             raise InputError(f"frame {index} contains NaN or infinite values: clean the input first")
         return pad_to_multiple(x.clamp(0, 1)[None], self.model.size_multiple)
+
+    def output(self, H: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """A padded high-res result -> the output frame [3, s*H, s*W] (float32, 0..1, CPU)."""
+        return H[0, :, : size[0] * self.scale, : size[1] * self.scale].clamp(0, 1).cpu()
 
     def run(self, frames: Iterable[torch.Tensor], total: int | None = None,
             progress: Progress | None = None) -> Iterator[torch.Tensor]:
@@ -202,11 +220,11 @@ class Engine:
             done += 1
             if progress:
                 progress(done, n_out)
-            return H[0, :, : size[0] * s, : size[1] * s].clamp(0, 1).cpu()
+            return self.output(H, size)
 
         n_in = 0
         for n_in, frame in enumerate(frames, 1):
-            L = self._prepare(frame, n_in - 1, size)
+            L = self.prepare(frame, n_in - 1, size)
             size = size or tuple(frame.shape[-2:])
             H = self.spatial(L)
             if prev is not None:

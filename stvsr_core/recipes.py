@@ -13,7 +13,15 @@ _STAGES = {1: StageSpec(steps=8000, lr=1e-3, batch=16, crop=96),
 
 _LITE_HEADS = {"fusion": {"preset": "lite", "masks": 2}, "refine": {"preset": "lite"}}
 
+_FAST_HEADS = {"fusion": {"preset": "fast", "masks": 2}, "refine": {"preset": "fast"}}
+
 RECIPES = {
+    # the default since the speed work: stvsr-lite's M_S (pass --init), DIS run once per pair at
+    # low resolution (its flows reused for stream S->T), F and R at a quarter resolution
+    "stvsr-fast": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+                             "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
+                             **_FAST_HEADS},
+                   "stages": _STAGES},
     # the default: compact CPU SR network + fixed DIS flow interpolation
     "stvsr-lite": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
                              "temporal": {"arch": "dis", "preset": "medium"}, **_LITE_HEADS},

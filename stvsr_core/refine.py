@@ -12,6 +12,9 @@ PRESETS = {
     "paper": dict(width=128, blocks=3, head_kernel=7, unshuffle=1),
     # CPU-friendly: the same shape on the pixel-unshuffled frame (half resolution, 12 channels).
     "lite": dict(width=32, blocks=2, head_kernel=3, unshuffle=2),
+    # the default since the speed work: on the frame unshuffled by 4 (48 channels at a quarter
+    # resolution), one residual block; about half of lite's FLOPs in wider, faster layers.
+    "fast": dict(width=48, blocks=1, head_kernel=3, unshuffle=4),
 }
 
 

@@ -90,6 +90,10 @@ class DISInterp(nn.Module):
 
     Flows both ways on 8-bit luma, Super SloMo's intermediate-flow approximation at t, both
     frames backward-warped and blended by distance in time. No gradients flow through it.
+
+    `high_res_flow="upsample"` lets `pair` reuse the low-res flows for the high-res frames
+    (upsampled and scaled) instead of running DIS again at 4x the pixels: stream S->T still
+    warps at high resolution, but the costliest step of M_T runs once per pair.
     """
 
     size_multiple = 1
@@ -97,11 +101,13 @@ class DISInterp(nn.Module):
     PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
-    def __init__(self, *, preset: str = "medium"):
+    def __init__(self, *, preset: str = "medium", high_res_flow: str = "estimate"):
         super().__init__()
         if preset not in self.PRESETS:
             raise ValueError(f"DISInterp: preset must be one of {sorted(self.PRESETS)}, got {preset!r}")
-        self.preset = preset
+        if high_res_flow not in ("estimate", "upsample"):
+            raise ValueError(f"DISInterp: high_res_flow must be 'estimate' or 'upsample', got {high_res_flow!r}")
+        self.preset, self.high_res_flow = preset, high_res_flow
 
     @staticmethod
     def _gray8(x: torch.Tensor) -> np.ndarray:
@@ -123,12 +129,32 @@ class DISInterp(nn.Module):
         """Flows are fixed (no gradient), but warping stays differentiable in the frames, so
         M_S still learns through the S->T stream when it is fine-tuned jointly."""
         with torch.no_grad():
-            f01, f10 = self.flows(I0, I1)
+            flows = self.flows(I0, I1)
+        return self.synthesize(I0, I1, flows, t)
+
+    @staticmethod
+    def synthesize(I0, I1, flows, t=0.5) -> torch.Tensor:
+        """The frame at time t from both frames and their flows (f01, f10)."""
+        with torch.no_grad():
             t_ = torch.as_tensor(t, dtype=torch.float32, device=I0.device).reshape(-1, 1, 1, 1)
-            ft0, ft1 = intermediate_flows(f01, f10, t_)
-        x0, x1 = I0.float(), I1.float()
-        out = (1 - t_) * backward_warp(x0, ft0) + t_ * backward_warp(x1, ft1)
+            ft0, ft1 = intermediate_flows(*flows, t_)
+        out = (1 - t_) * backward_warp(I0.float(), ft0) + t_ * backward_warp(I1.float(), ft1)
         return out.to(I0.dtype)
+
+    @staticmethod
+    def upsample_flows(flows, size):
+        """Low-res flows resized to a high-res frame size, their vectors scaled to match."""
+        s = size[-1] / flows[0].shape[-1]
+        return tuple(s * F.interpolate(f, size=size[-2:], mode="bilinear", align_corners=False) for f in flows)
+
+    def pair(self, L0, L1, H0, H1, t=0.5):
+        """(L_mid, H_st): the in-between frame at low and at high resolution."""
+        if self.high_res_flow == "estimate":
+            return self(L0, L1, t), self(H0, H1, t)
+        with torch.no_grad():
+            flows = self.flows(L0, L1)
+            up = self.upsample_flows(flows, H0.shape)
+        return self.synthesize(L0, L1, flows, t), self.synthesize(H0, H1, up, t)
 
 
 TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp}

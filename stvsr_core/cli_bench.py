@@ -1,0 +1,55 @@
+"""`stvsr bench`: speed, memory and FLOP use of the engine, with ffmpeg side by side."""
+from __future__ import annotations
+
+import json
+import sys
+
+from .backends import BACKENDS
+from .registry import load_model
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size {text!r}: write it as WIDTHxHEIGHT, e.g. 480x270") from None
+    if w < 16 or h < 16:
+        raise ValueError(f"size {text!r}: at least 16x16")
+    return w, h
+
+
+def add_parser(sub):
+    p = sub.add_parser("bench", help="measure speed, memory and FLOP use (and ffmpeg's, side by side)")
+    p.add_argument("--model", default="default")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--sizes", nargs="+", default=["480x270", "960x540"], help="low-res input sizes, WxH")
+    p.add_argument("--frames", type=int, default=24, help="input frames per run (real frames of the bundled clip)")
+    p.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up; the median is reported")
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=BACKENDS,
+                   help="compared side by side in this run")
+    p.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg comparison")
+    p.add_argument("--memory-lengths", nargs="*", type=int, default=[],
+                   help="also stream clips of these lengths (e.g. 100 1000) and report peak memory of each")
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .bench import format_table, run_bench
+    try:
+        sizes = [_size(s) for s in args.sizes]
+        if args.frames < 2 or args.runs < 1:
+            raise ValueError("--frames must be >= 2 and --runs >= 1")
+        model = load_model(args.model)
+        result = run_bench(model, sizes, args.frames, args.runs, tuple(args.backends), args.device,
+                           ffmpeg=not args.no_ffmpeg, memory_lengths=args.memory_lengths,
+                           progress=lambda msg: print(f"stvsr bench: {msg}", file=sys.stderr))
+    except (ValueError, ImportError) as e:
+        print(f"stvsr bench: error: {e}", file=sys.stderr)
+        return 2
+    result["model"] = args.model
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0

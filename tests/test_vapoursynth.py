@@ -1,0 +1,295 @@
+"""The VapourSynth filter in the real VapourSynth (R70+, Python >= 3.12): the C shim, vspipe,
+the example scripts, frame-for-frame agreement with stvsr_core's engine, concurrency, formats
+and every rejected input. CI sets STVSR_REQUIRE_VAPOURSYNTH=1 so these fail, not skip, there."""
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import DEMO, ROOT
+
+if os.environ.get("STVSR_REQUIRE_VAPOURSYNTH") != "1":
+    pytest.importorskip("vapoursynth", reason="VapourSynth needs Python >= 3.12: pip install 'stvsr[vapoursynth]'")
+import vapoursynth as vs  # noqa: E402
+
+from stvsr_core import Engine, load_model  # noqa: E402
+from vs_plugin.shim.build import build, vapoursynth_include  # noqa: E402
+
+VSPIPE = shutil.which("vspipe", path=str(Path(sys.executable).parent)) or shutil.which("vspipe")
+core = vs.core
+
+
+@pytest.fixture(scope="module")
+def shim_dir(tmp_path_factory):
+    """The shim compiled from this checkout; loaded into this process's core once."""
+    out = tmp_path_factory.mktemp("shim")
+    lib = build(out)
+    if not hasattr(core, "stvsr"):  # an installed wheel's copy may already be autoloaded
+        core.std.LoadPlugin(str(lib))
+    return out
+
+
+def env_with(shim_dir, **extra):
+    env = dict(os.environ, VAPOURSYNTH_EXTRA_PLUGIN_PATH=str(shim_dir), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def source(first=0, count=None):
+    """Real frames of the bundled clip through a real source plugin (L-SMASH Works)."""
+    clip = core.lsmas.LWLibavSource(str(DEMO), cache=0)
+    return clip[first: first + count] if count else clip[first:]
+
+
+def planes(frame) -> np.ndarray:
+    """All planes of a frame; planes of subsampled formats are flattened and joined."""
+    arrays = [np.asarray(frame[p]) for p in range(frame.format.num_planes)]
+    if len({a.shape for a in arrays}) > 1:
+        return np.concatenate([a.ravel() for a in arrays])
+    return np.stack(arrays)
+
+
+def frame_hashes(clip, order=None, threads=1):
+    order = list(range(clip.num_frames)) if order is None else order
+    out = {}
+
+    def work(idx):
+        for n in idx:
+            out[n] = hashlib.sha1(planes(clip.get_frame(n)).tobytes()).hexdigest()
+    chunks = [order[i::threads] for i in range(threads)]
+    ts = [threading.Thread(target=work, args=(c,)) for c in chunks]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return [out[n] for n in range(clip.num_frames)]
+
+
+# -- the shim ------------------------------------------------------------------------------------
+
+def test_shim_registers_namespace_and_forwards(shim_dir):
+    clip = core.std.BlankClip(width=64, height=48, format=vs.RGBS, length=3, fpsnum=30000, fpsden=1001)
+    out = core.stvsr.Upsample(clip)
+    assert (out.width, out.height, out.num_frames) == (128, 96, 6)
+    assert (out.fps.numerator, out.fps.denominator) == (60000, 1001)
+    assert out.format.id == vs.RGBS
+
+
+def test_shim_found_through_extra_plugin_path(shim_dir):
+    code = ("import vapoursynth as vs; c = vs.core.std.BlankClip(width=32, height=32, format=vs.RGBS, length=2);"
+            "print(vs.core.stvsr.Upsample(c, exact_double=False).num_frames)")
+    r = subprocess.run([sys.executable, "-c", code], env=env_with(shim_dir), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "3"
+
+
+def test_shim_autoloads_from_an_installed_wheel(tmp_path):
+    """pip builds the wheel with the shim inside vapoursynth/plugins/, as the plugin wheels do."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheels)], check=True, cwd=tmp_path)
+    wheel = next(wheels.glob("stvsr-*.whl"))
+    assert "py3-none-any" not in wheel.name  # a platform wheel: it carries native code
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True)
+    assert (target / "vapoursynth" / "plugins" / "stvsr" / "libstvsr.so").is_file()
+    # the plugins folder only autoloads beside VapourSynth itself: give the wheel's a copy of it
+    shutil.copytree(Path(vs.__file__).parent, target / "vapoursynth", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("plugins"))
+    code = ("import vapoursynth as vs, stvsr_core; assert stvsr_core.__file__.startswith(%r);"
+            "c = vs.core.std.BlankClip(width=32, height=32, format=vs.RGBS, length=2);"
+            "print(vs.core.stvsr.Upsample(c).num_frames)" % str(target))
+    env = {k: v for k, v in os.environ.items() if k != "VAPOURSYNTH_EXTRA_PLUGIN_PATH"}
+    r = subprocess.run([sys.executable, "-c", code], env=dict(env, PYTHONPATH=str(target)), capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "4"
+
+
+def test_shim_in_a_host_without_python_errors_cleanly(shim_dir, tmp_path):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    vsdir = Path(vs.__file__).parent
+    lib = next(vsdir.glob("libvapoursynth.so*"))
+    host = tmp_path / "host"
+    subprocess.run([cc, f"-I{vapoursynth_include()}", str(ROOT / "tests" / "data" / "vs_host_without_python.c"),
+                    "-o", str(host), str(lib), f"-Wl,-rpath,{vsdir}"], check=True)
+    r = subprocess.run([str(host)], env=env_with(shim_dir), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "no Python interpreter" in r.stdout
+
+
+# -- vspipe and the example scripts --------------------------------------------------------------
+
+@pytest.mark.parametrize("script", ["stvsr_upsample.vpy", "stvsr_restore_chain.vpy"])
+def test_example_scripts_info(shim_dir, script):
+    r = subprocess.run([VSPIPE, "--info", str(ROOT / "workflows" / script)], env=env_with(shim_dir),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    src = source()
+    assert f"Frames: {2 * src.num_frames}" in r.stdout
+    assert f"FPS: {2 * src.fps.numerator}/{src.fps.denominator}" in r.stdout
+    assert f"Width: {2 * src.width}" in r.stdout and f"Height: {2 * src.height}" in r.stdout
+
+
+def test_vspipe_render_equals_engine(shim_dir, tmp_path):
+    """vspipe renders real frames (with a hard cut, after source frame 9) exactly as Engine.run."""
+    first, count = 6, 7
+    script = tmp_path / "render.vpy"
+    script.write_text(
+        "import vapoursynth as vs\ncore = vs.core\n"
+        f"clip = core.lsmas.LWLibavSource({str(DEMO)!r}, cache=0)[{first}:{first + count}]\n"
+        "clip = clip.resize.Bicubic(format=vs.RGBS, matrix_in_s='170m')\n"
+        "core.stvsr.Upsample(clip).set_output()\n")
+    raw = tmp_path / "out.raw"
+    r = subprocess.run([VSPIPE, "-p", str(script), str(raw)], env=env_with(shim_dir), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    w, h = 2 * 640, 2 * 272
+    # vspipe writes RGB planes in G, B, R order (like ffmpeg's gbrp): put them back as R, G, B
+    rendered = np.fromfile(raw, dtype=np.float32).reshape(-1, 3, h, w)[:, [2, 0, 1]]
+    assert rendered.shape[0] == 2 * count
+
+    rgb = source(first, count).resize.Bicubic(format=vs.RGBS, matrix_in_s="170m")
+    frames = [torch.from_numpy(planes(rgb.get_frame(i)).copy()) for i in range(count)]
+    engine = Engine(load_model("default"), "cpu", exact_double=True)
+    expected = np.stack([f.numpy() for f in engine.run(frames)])
+    assert engine.stats["scene_cuts"] == 1  # the cut after source frame 9 is inside the range
+    np.testing.assert_allclose(rendered, expected, atol=1e-5, rtol=0)
+    k = 9 - first  # across the cut, the in-between frame repeats the frame before
+    np.testing.assert_array_equal(rendered[2 * k + 1], rendered[2 * k])
+
+
+# -- behaviour -----------------------------------------------------------------------------------
+
+def test_frame_counts_fps_durations_and_scene_props(shim_dir):
+    src = source(6, 6)  # source frames 6..11, cut after 9 (local 3)
+    out = core.stvsr.Upsample(src)
+    assert out.num_frames == 12 and core.stvsr.Upsample(src, exact_double=False).num_frames == 11
+    assert out.fps == src.fps * 2
+    props = [out.get_frame(n).props for n in range(out.num_frames)]
+    for p in props:
+        assert (p["_DurationNum"], p["_DurationDen"]) == (1, 50)
+    assert [n for n, p in enumerate(props) if p["_SceneChangeNext"]] == [7]
+    assert [n for n, p in enumerate(props) if p["_SceneChangePrev"]] == [8]
+    assert out.format.id == src.format.id  # YUV in, YUV out
+
+
+def test_scene_change_props_of_the_clip_are_honoured(shim_dir):
+    src = source(20, 4).resize.Bicubic(format=vs.RGBS, matrix_in_s="170m")  # no cut here
+    tagged = src.std.SetFrameProps(_SceneChangeNext=0)
+    tagged = tagged[:1] + tagged[1].std.SetFrameProps(_SceneChangeNext=1) + tagged[2:]
+    out = core.stvsr.Upsample(tagged)
+    a, b, c = (planes(out.get_frame(n)) for n in (2, 3, 4))
+    np.testing.assert_array_equal(a, b)        # the tagged pair (1, 2): a repeat
+    assert not np.array_equal(b, c)
+    plain = core.stvsr.Upsample(src)
+    assert not np.array_equal(planes(plain.get_frame(3)), planes(plain.get_frame(2)))
+    off = core.stvsr.Upsample(tagged, sc=False)
+    assert not np.array_equal(planes(off.get_frame(3)), planes(off.get_frame(2)))
+
+
+def test_each_source_frame_goes_through_M_S_once(shim_dir):
+    from vs_plugin import filter as vsf
+    out = core.stvsr.Upsample(source(20, 6).resize.Bicubic(format=vs.RGBS, matrix_in_s="170m"))
+    frame_hashes(out)
+    assert vsf.last_worker.cache.computed == 6
+
+
+def test_out_of_order_concurrent_requests_give_identical_output(shim_dir):
+    rgb = source(20, 8).resize.Bicubic(format=vs.RGBS, matrix_in_s="170m")
+    reference = frame_hashes(core.stvsr.Upsample(rgb))
+    old = core.num_threads
+    core.num_threads = 4
+    try:
+        out = core.stvsr.Upsample(rgb, num_streams=4)
+        order = list(range(out.num_frames)) * 2
+        random.Random(0).shuffle(order)
+        assert frame_hashes(out, order=order, threads=8) == reference
+    finally:
+        core.num_threads = old
+
+
+@pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV444P16, vs.GRAY8, vs.RGB24, vs.RGBH, vs.RGBS])
+def test_formats_convert_in_and_back(shim_dir, fmt):
+    src = source(20, 2)
+    clip = src.resize.Bicubic(format=fmt, matrix_in_s="170m", matrix_s="170m" if fmt in (vs.YUV444P16, vs.GRAY8) else None)
+    out = core.stvsr.Upsample(clip)
+    assert out.format.id == fmt and (out.width, out.height) == (1280, 544)
+    up = planes(out.get_frame(1)).astype(np.float32)
+    assert np.isfinite(up).all() and up.std() > 0
+
+
+def test_rgbh_matches_rgbs_closely(shim_dir):
+    rgbs = source(20, 2).resize.Bicubic(format=vs.RGBS, matrix_in_s="170m")
+    a, b = core.stvsr.Upsample(rgbs), core.stvsr.Upsample(rgbs.resize.Point(format=vs.RGBH))
+    diff = [np.abs(planes(a.get_frame(n)) - planes(b.get_frame(n)).astype(np.float32)) for n in (0, 1)]
+    assert diff[0].max() < 0.01  # the upscaled frame: fp16 rounding of input and output only
+    # the in-between frame: fp16 rounding can move DIS's 8-bit luma, and with it a few flow vectors
+    assert diff[1].mean() < 2e-3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(foo=1), "unknown argument 'foo'"),
+    (dict(tile=-1), "tile must be an integer >= 0"),
+    (dict(tile_pad=-2), "tile_pad must be an integer >= 0"),
+    (dict(num_streams=0), "num_streams must be an integer >= 1"),
+    (dict(num_streams=64), "must not exceed core.num_threads"),
+    (dict(model="no-such-model"), "neither a shipped model"),
+    (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda' or 'mps'"),
+    (dict(device_index=-1), "device_index must be an integer >= 0"),
+    (dict(sc_threshold=0.0), "sc_threshold must be a number in (0, 1]"),
+    (dict(sc=5), "sc must be True or False"),
+    (dict(exact_double=2), "exact_double must be True or False"),
+])
+def test_rejected_arguments(shim_dir, kwargs, message):
+    clip = core.std.BlankClip(width=32, height=32, format=vs.RGBS, length=2)
+    with pytest.raises(vs.Error, match=None) as e:
+        core.stvsr.Upsample(clip, **kwargs)
+    assert message in str(e.value)
+
+
+def test_rejected_clips(shim_dir, tmp_path):
+    one = core.std.BlankClip(width=32, height=32, format=vs.RGBS, length=1)
+    mixed = core.std.Splice([one * 2, one.resize.Point(16, 16)], mismatch=True)
+    cases = [(one, "at least 2"), (mixed, "changes format or size")]
+    if not torch.cuda.is_available():
+        cases.append(((one * 2, dict(fp16=True)), "fp16 needs a CUDA device"))
+        cases.append(((one * 2, dict(device="cuda")), "CUDA is not available"))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    cases.append(((one * 2, dict(model=str(bad))), "bad.safetensors"))
+    for case, message in cases:
+        clip, kw = case if isinstance(case, tuple) else (case, {})
+        with pytest.raises(vs.Error) as e:
+            core.stvsr.Upsample(clip, **kw)
+        assert message in str(e.value), str(e.value)
+
+
+def test_python_function_is_importable_directly(shim_dir):
+    from vs_plugin import upsample
+    out = upsample(core.std.BlankClip(width=32, height=32, format=vs.RGBS, length=3), exact_double=False)
+    assert out.num_frames == 5
+
+
+def test_nothing_printed_to_stdout(shim_dir, tmp_path):
+    """vspipe writes video to stdout: the filter must not print there (y4m stays parseable)."""
+    script = tmp_path / "y4m.vpy"
+    script.write_text(
+        "import vapoursynth as vs\ncore = vs.core\n"
+        f"clip = core.lsmas.LWLibavSource({str(DEMO)!r}, cache=0)[:2]\n"
+        "core.stvsr.Upsample(clip).set_output()\n")
+    r = subprocess.run([VSPIPE, "-c", "y4m", str(script), "-"], env=env_with(shim_dir), capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    header, _, rest = r.stdout.partition(b"\n")
+    assert header.startswith(b"YUV4MPEG2 C420 W1280 H544 F50:1")
+    frame_bytes = 1280 * 544 * 3 // 2
+    assert rest.count(b"FRAME\n") == 4 and len(rest) == 4 * (len(b"FRAME\n") + frame_bytes)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set-up on a fresh machine: .venv with stvsr (editable), its tests, VapourSynth and the
+# source/filter plugins the example scripts use, and vspipe's one-time configuration.
+# VapourSynth's wheel needs Python >= 3.12: the newest 3.12+ found (also pyenv-installed
+# ones) is used; without one, .venv gets plain python3 and the VapourSynth parts are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+  local c v root
+  for c in python3.14 python3.13 python3.12 python3; do
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+      command -v "$c"; return 0
+    fi
+  done
+  if command -v pyenv >/dev/null 2>&1; then
+    root=$(pyenv root)
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]\.[0-9]+$' | sort -V -r); do
+      [ -x "$root/versions/$v/bin/python3" ] && { echo "$root/versions/$v/bin/python3"; return 0; }
+    done
+  fi
+  return 1
+}
+
+if PY=$(find_python); then
+  extras="test,openvino,vapoursynth,vs-examples"
+else
+  PY=python3; extras="test,openvino"
+  echo "setup: no Python >= 3.12 found; installing without VapourSynth (its tests will be skipped)" >&2
+fi
+echo "setup: $("$PY" --version) -> .venv [$extras]" >&2
+"$PY" -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e ".[$extras]"
+if [ -x .venv/bin/vapoursynth ]; then
+  .venv/bin/vapoursynth config >/dev/null  # vspipe reads the per-user config this writes
+fi
+echo "setup: done. Main job: .venv/bin/stvsr upsample -o bikes_2x.mp4   Tests: .venv/bin/python -m pytest" >&2
