@@ -187,9 +187,10 @@ def memory_by_length(model, width: int, height: int, lengths: list[int], backend
     return out
 
 
-def run_bench(model, sizes=((480, 270), (960, 540)), frames_in: int = 24, runs: int = 3,
+def run_bench(models: dict, sizes=((480, 270), (960, 540)), frames_in: int = 24, runs: int = 3,
               backends=("torch",), device: str = "auto", ffmpeg: bool = True,
               memory_lengths=(), progress=print) -> dict:
+    """models: {name: DualStream}; every model runs in every backend, on the same frames."""
     peak = peak_gflops()
     progress(f"peak fp32 matrix product: {peak:.1f} GFLOP/s on {torch.get_num_threads()} thread(s)")
     result = {"machine": {"peak_gflop_per_s": peak, "torch_threads": torch.get_num_threads(),
@@ -197,11 +198,12 @@ def run_bench(model, sizes=((480, 270), (960, 540)), frames_in: int = 24, runs: 
     for w, h in sizes:
         row = {"input": f"{w}x{h}", "backends": {}}
         frames = None
-        for backend in backends:
-            progress(f"{w}x{h}: stvsr, backend {backend} ...")
-            r = bench_size(model, w, h, frames_in, runs, backend, device, peak)
-            frames = r.pop("frames")
-            row["backends"][backend] = r
+        for name, model in models.items():
+            for backend in backends:
+                progress(f"{w}x{h}: stvsr {name}, backend {backend} ...")
+                r = bench_size(model, w, h, frames_in, runs, backend, device, peak)
+                frames = r.pop("frames")
+                row["backends"][f"{name} ({backend})"] = r
         if ffmpeg:
             progress(f"{w}x{h}: ffmpeg minterpolate + lanczos ...")
             ff = ffmpeg_fps(frames, Fraction(25), runs)
@@ -213,7 +215,8 @@ def run_bench(model, sizes=((480, 270), (960, 540)), frames_in: int = 24, runs: 
     if memory_lengths:
         w, h = sizes[0]
         progress(f"memory by clip length at {w}x{h}: {', '.join(map(str, memory_lengths))} frames ...")
-        result["memory_by_length"] = {"input": f"{w}x{h}", "backend": backends[0],
+        name, model = next(iter(models.items()))
+        result["memory_by_length"] = {"input": f"{w}x{h}", "backend": f"{name} ({backends[0]})",
                                       "lengths": memory_by_length(model, w, h, list(memory_lengths),
                                                                   backends[0], device)}
     return result
@@ -238,14 +241,14 @@ def format_table(result: dict) -> str:
     for row in result["sizes"]:
         for backend, r in row["backends"].items():
             ratio = f"{r['ratio_to_ffmpeg']:.2f}x" if "ratio_to_ffmpeg" in r else "-"
-            lines.append(f"| {r['input']} -> {r['output']} | stvsr ({backend}) | {r['fps_out']:.2f} | {ratio} | "
+            lines.append(f"| {r['input']} -> {r['output']} | stvsr {backend} | {r['fps_out']:.2f} | {ratio} | "
                          f"{r['peak_rss_mib']:.0f} MiB | {100 * r['conv_stages_fraction_of_peak']:.0f}% |")
         ff = row.get("ffmpeg")
         if ff:
             lines.append(f"| {row['input']} -> {2 * int(row['input'].split('x')[0])}x"
                          f"{2 * int(row['input'].split('x')[1])} | ffmpeg minterpolate + lanczos | "
                          f"{ff['fps_out']:.2f} | 1.00x | - | - |")
-    lines += ["", "| input | backend | stage | GFLOP per output frame | ms per call | GFLOP/s | % of peak |",
+    lines += ["", "| input | model (backend) | stage | GFLOP per output frame | ms per call | GFLOP/s | % of peak |",
               "|---|---|---|---|---|---|---|"]
     for row in result["sizes"]:
         for backend, r in row["backends"].items():

@@ -20,7 +20,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def add_parser(sub):
     p = sub.add_parser("bench", help="measure speed, memory and FLOP use (and ffmpeg's, side by side)")
-    p.add_argument("--model", default="default")
+    p.add_argument("--models", nargs="+", default=["default"], help="shipped names or .safetensors paths")
     p.add_argument("--device", default="auto")
     p.add_argument("--sizes", nargs="+", default=["480x270", "960x540"], help="low-res input sizes, WxH")
     p.add_argument("--frames", type=int, default=24, help="input frames per run (real frames of the bundled clip)")
@@ -40,14 +40,14 @@ def run(args) -> int:
         sizes = [_size(s) for s in args.sizes]
         if args.frames < 2 or args.runs < 1:
             raise ValueError("--frames must be >= 2 and --runs >= 1")
-        model = load_model(args.model)
-        result = run_bench(model, sizes, args.frames, args.runs, tuple(args.backends), args.device,
+        models = {name: load_model(name) for name in args.models}
+        result = run_bench(models, sizes, args.frames, args.runs, tuple(args.backends), args.device,
                            ffmpeg=not args.no_ffmpeg, memory_lengths=args.memory_lengths,
                            progress=lambda msg: print(f"stvsr bench: {msg}", file=sys.stderr))
     except (ValueError, ImportError) as e:
         print(f"stvsr bench: error: {e}", file=sys.stderr)
         return 2
-    result["model"] = args.model
+    result["models"] = args.models
     print(format_table(result))
     if args.json:
         with open(args.json, "w") as f:

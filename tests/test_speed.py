@@ -81,7 +81,7 @@ def test_bench_command_reports_everything(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["machine"]["peak_gflop_per_s"] > 0
     row = r["sizes"][0]
-    ours = row["backends"]["torch"]
+    ours = row["backends"]["default (torch)"]
     assert ours["frames_out"] == 5 and ours["fps_out"] > 0 and ours["peak_rss_mib"] > 0
     assert set(ours["stages"]) == {"M_S", "M_T (low-res)", "M_T (high-res)", "F", "R"}
     assert ours["stages"]["M_S"]["gflop_per_output_frame"] > 0

@@ -203,7 +203,7 @@ def _scene_flags(src: vs.VideoNode, sc: bool, threshold: float) -> vs.VideoNode 
 def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, device: str = "auto",
              fp16: bool | None = None, num_streams: int = 1, tile: int = 0, tile_pad: int = 32,
              sc: bool = True, sc_threshold: float = DEFAULT_THRESHOLD, exact_double: bool = True,
-             matrix_in_s: str | None = None) -> vs.VideoNode:
+             matrix_in_s: str | None = None, backend: str = "torch") -> vs.VideoNode:
     """Double the size and the frame rate of `clip`.
 
     model: a shipped model name ("default", see `stvsr models`) or a .safetensors path.
@@ -214,6 +214,7 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     sc / sc_threshold: keep scene cuts (the in-between frame of a cut is a copy of the frame before).
     exact_double: 2N output frames, the last repeated, so the duration is kept; False gives 2N-1.
     matrix_in_s: YUV matrix of the input when the clip's frames do not say (_Matrix); default by size.
+    backend: "torch", or "openvino" / "openvino-bf16" for faster CPU inference (pip install openvino).
     """
     if not isinstance(clip, vs.VideoNode):
         raise _error(f"clip must be a video clip (vs.VideoNode), got {type(clip).__name__}")
@@ -238,7 +239,10 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
             raise _error(f"fp16 needs a CUDA device, but this filter runs on {dev.type}: drop fp16=True")
     src, back = to_rgb(clip, matrix_in_s)
     net = _load(model, dev)
-    engine = Engine(net, dev, tile=tile, tile_pad=tile_pad, fp16=fp16, scene_threshold=None)
+    try:
+        engine = Engine(net, dev, tile=tile, tile_pad=tile_pad, fp16=fp16, scene_threshold=None, backend=backend)
+    except (InputError, ImportError) as e:
+        raise _error(str(e)) from None
     worker = _Worker(engine, num_streams, (src.height, src.width), capacity=4 * core.num_threads + 4)
     n_src = src.num_frames
     n_out = 2 * n_src if exact_double else 2 * n_src - 1
