@@ -25,8 +25,8 @@ SCENE_THRESHOLD = ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.
 class STVSRModel:
     """What flows on an STVSR_MODEL wire: the network on the CPU plus where and how to run it."""
 
-    def __init__(self, model, device: torch.device, fp16: bool, name: str):
-        self.model, self.device, self.fp16, self.name = model, device, fp16, name
+    def __init__(self, model, device: torch.device, fp16: bool, name: str, bf16: bool | None = None):
+        self.model, self.device, self.fp16, self.name, self.bf16 = model, device, fp16, name, bf16
 
     @contextlib.contextmanager
     def engine(self, frame_hw: tuple[int, int], **options):
@@ -36,7 +36,7 @@ class STVSRModel:
         # activations: the widest stages (F and R at high resolution) hold roughly 200 floats per
         # low-res pixel; an estimate for free_memory, not a limit
         host.free_memory(params + h * w * 4 * 200, self.device)
-        engine = Engine(self.model, self.device, EngineOptions(fp16=self.fp16, **options))
+        engine = Engine(self.model, self.device, EngineOptions(fp16=self.fp16, bf16=self.bf16, **options))
         try:
             yield engine
         finally:
@@ -97,7 +97,8 @@ class LoadSTVSRModel:
     def INPUT_TYPES(cls):
         return {"required": {"model_name": (_model_choices(),),
                              "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto"}),
-                             "precision": (["auto", "fp32", "fp16"], {"default": "auto"})}}
+                             "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto", "tooltip":
+                                           "auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32"})}}
 
     def load(self, model_name, device="auto", precision="auto"):
         path = host.user_model_path(model_name) if model_name.endswith(".safetensors") else None
@@ -109,7 +110,10 @@ class LoadSTVSRModel:
         fp16 = dev.type == "cuda" if precision == "auto" else precision == "fp16"
         if fp16 and dev.type != "cuda":
             raise InputError(f"Load STVSR Model: fp16 runs only on CUDA, but the device is {dev}: choose fp32")
-        return (STVSRModel(model, dev, fp16, model_name),)
+        if precision == "bf16" and dev.type not in ("cpu", "cuda"):
+            raise InputError(f"Load STVSR Model: bf16 runs on a CPU or CUDA, but the device is {dev}: choose fp32")
+        bf16 = {"auto": None, "bf16": True}.get(precision, False)
+        return (STVSRModel(model, dev, fp16, model_name, bf16),)
 
 
 class STVSRSpatialUpscale:

@@ -21,8 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backends import channels_last
+from .backends import BACKENDS, channels_last
 from .engine import Engine
+
+# what `--backends` compares: the engine's backends at their default precision, plus torch in fp32
+CONFIGS = {**{b: {"backend": b} for b in BACKENDS}, "torch-fp32": {"backend": "torch", "bf16": False}}
 from .flops import stage_flops
 from .tiling import pad_to_multiple
 
@@ -89,7 +92,7 @@ class PeakRSS:
 def stage_seconds(engine: Engine, L0: torch.Tensor, L1: torch.Tensor, runs: int) -> dict:
     """Median time of each stage for one pair of padded low-res frames, run as the engine runs them."""
     m = engine.model
-    with torch.inference_mode():
+    with torch.inference_mode(), engine.autocast():
         H0, H1 = engine.spatial(L0), engine.spatial(L1)
         M_T = m.M_T
         times = {"M_S": median_time(lambda: engine.spatial(L0), runs)}
@@ -142,7 +145,7 @@ def ffmpeg_fps(frames: list, fps: Fraction, runs: int) -> dict | None:
 def bench_size(model, width: int, height: int, frames_in: int, runs: int, backend: str, device: str,
                peak: float) -> dict:
     frames = real_frames(width, height, frames_in)
-    engine = Engine(model, device, backend=backend)
+    engine = Engine(model, device, **CONFIGS[backend])
     n_out = 2 * frames_in - 1
 
     def job():
@@ -166,7 +169,8 @@ def bench_size(model, width: int, height: int, frames_in: int, runs: int, backen
     conv = [n for n in ("M_S", "F", "R") if flops.get(n)]
     conv_flops = sum(flops[n] * (2 if n == "M_S" else 1) for n in conv)  # per pair
     conv_time = sum(times[n] * (2 if n == "M_S" else 1) for n in conv)
-    return {"input": f"{width}x{height}", "output": f"{2 * width}x{2 * height}", "frames_in": frames_in,
+    return {"runs_on": engine.precision, "input": f"{width}x{height}", "output": f"{2 * width}x{2 * height}",
+            "frames_in": frames_in,
             "frames_out": n_out, "seconds": seconds, "fps_out": n_out / seconds, "peak_rss_mib": mem.mib,
             "stages": stages, "conv_stages_fraction_of_peak": conv_flops / conv_time / 1e9 / peak,
             "frames": frames}
@@ -175,7 +179,7 @@ def bench_size(model, width: int, height: int, frames_in: int, runs: int, backen
 def memory_by_length(model, width: int, height: int, lengths: list[int], backend: str, device: str) -> dict:
     """Peak memory for clips of each length, streamed as a decoder would feed them."""
     frames = real_frames(width, height, 64)
-    engine = Engine(model, device, backend=backend)
+    engine = Engine(model, device, **CONFIGS[backend])
     out = {}
     for n in lengths:
         stream = (frames[i % len(frames)] for i in range(n))
@@ -241,7 +245,7 @@ def format_table(result: dict) -> str:
     for row in result["sizes"]:
         for backend, r in row["backends"].items():
             ratio = f"{r['ratio_to_ffmpeg']:.2f}x" if "ratio_to_ffmpeg" in r else "-"
-            lines.append(f"| {r['input']} -> {r['output']} | stvsr {backend} | {r['fps_out']:.2f} | {ratio} | "
+            lines.append(f"| {r['input']} -> {r['output']} | stvsr {backend}: {r['runs_on']} | {r['fps_out']:.2f} | {ratio} | "
                          f"{r['peak_rss_mib']:.0f} MiB | {100 * r['conv_stages_fraction_of_peak']:.0f}% |")
         ff = row.get("ffmpeg")
         if ff:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import sys
 
-from .backends import BACKENDS
 from .registry import load_model
 
 
@@ -25,8 +24,8 @@ def add_parser(sub):
     p.add_argument("--sizes", nargs="+", default=["480x270", "960x540"], help="low-res input sizes, WxH")
     p.add_argument("--frames", type=int, default=24, help="input frames per run (real frames of the bundled clip)")
     p.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up; the median is reported")
-    p.add_argument("--backends", nargs="+", default=["torch"], choices=BACKENDS,
-                   help="compared side by side in this run")
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "torch-fp32", "openvino", "openvino-bf16"],
+                   help="compared side by side in this run (torch: the default precision, bf16 on CPUs with AMX)")
     p.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg comparison")
     p.add_argument("--memory-lengths", nargs="*", type=int, default=[],
                    help="also stream clips of these lengths (e.g. 100 1000) and report peak memory of each")

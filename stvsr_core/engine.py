@@ -39,6 +39,17 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with bfloat16 units (Intel AMX or AVX512-BF16), where oneDNN runs bf16
+    convolutions about twice as fast as fp32; elsewhere bf16 would be emulated, i.e. slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 @dataclass
 class EngineOptions:
     tile: int = 0                  # low-res tile size; 0 = tile only frames over max_pixels
@@ -47,6 +58,7 @@ class EngineOptions:
     scene_threshold: float | None = DEFAULT_THRESHOLD  # None or 0 turns detection off
     exact_double: bool = False     # 2N frames (last repeated) instead of 2N-1
     fp16: bool | None = None       # None: on for CUDA, off elsewhere
+    bf16: bool | None = None       # bfloat16 CNNs; None: on for CPUs with AMX or AVX512-BF16
     backend: str = "torch"         # "torch" (channels_last), "openvino", "openvino-bf16" (CPU)
 
 
@@ -85,6 +97,11 @@ class Engine:
         self.fp16 = (self.device.type == "cuda") if o.fp16 is None else bool(o.fp16)
         if self.fp16 and self.device.type != "cuda":
             raise InputError("fp16 needs a CUDA device: drop fp16 or pick a CUDA device")
+        auto = self.device.type == "cpu" and o.backend == "torch" and cpu_has_fast_bf16()
+        self.bf16 = auto if o.bf16 is None else bool(o.bf16)
+        if self.bf16 and (self.fp16 or self.device.type not in ("cpu", "cuda") or o.backend != "torch"):
+            raise InputError("bf16 runs with the torch backend on a CPU or a CUDA device, without fp16: "
+                             "pick one precision")
         self.model = model.eval().to(self.device)
         if o.backend == "torch":
             # the fast convolution layout on CPUs (oneDNN) and GPUs (tensor cores); in place
@@ -94,10 +111,20 @@ class Engine:
         self.scale = model.scale
         self.stats = {"spatial_calls": 0, "middle_calls": 0, "scene_cuts": 0}
 
+    @property
+    def precision(self) -> str:
+        """How the networks run, for logs: e.g. 'cpu, bf16, torch'."""
+        p = "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
+        if self.options.backend == "openvino-bf16":
+            p = "bf16"
+        return f"{self.device}, {p}, {self.options.backend}"
+
     # -- the two units of work, padded and tiled -------------------------------------------
-    def _autocast(self):
+    def autocast(self):
         if self.fp16:
             return torch.autocast("cuda", dtype=torch.float16)
+        if self.bf16:  # convolutions in bfloat16; skips (bicubic, residual adds) stay float32
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _tile_size(self, h: int, w: int) -> int:
@@ -111,7 +138,7 @@ class Engine:
         tile = self._tile_size(h, w)
         cl = lambda xs: [channels_last(x) for x in xs]
         call = lambda a, b: [r.float().contiguous() for r in fn(cl(a), cl(b))]
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             if not tile:
                 return call(lr, hr)
             return run_tiled(call, lr, hr, scale=self.scale, tile=tile, pad=self.options.tile_pad,
@@ -125,7 +152,7 @@ class Engine:
     def _streams(self, L0, L1, H0, H1, t: float):
         """(H_st, H_ts) on padded frames: the same steps as DualStream.middle. M_T runs on whole
         frames (large motion crosses tiles); M_S on L_mid is tiled when the frame is large."""
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             L_mid, H_st = self.model.interpolate(L0, L1, H0, H1, t)
         H_ts = self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L_mid], [])[0]
         return L_mid, H_st.float(), H_ts
@@ -153,7 +180,7 @@ class Engine:
         """M_T alone, at the frames' own resolution ([B, 3, h, w] each)."""
         h, w = I0.shape[-2:]
         m = self.model.M_T.size_multiple
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             out = self.model.M_T(pad_to_multiple(I0.to(self.device, torch.float32), m),
                                  pad_to_multiple(I1.to(self.device, torch.float32), m), t)
         return self._crop(out.float(), h, w)

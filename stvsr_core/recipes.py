@@ -13,11 +13,12 @@ _STAGES = {1: StageSpec(steps=8000, lr=1e-3, batch=16, crop=96),
 
 _LITE_HEADS = {"fusion": {"preset": "lite", "masks": 2}, "refine": {"preset": "lite"}}
 
-_FAST_HEADS = {"fusion": {"preset": "fast", "masks": 2}, "refine": {"preset": "fast"}}
+_FAST_HEADS = {"fusion": {"preset": "fast", "masks": 2}, "refine": {"preset": "lite"}}
 
 RECIPES = {
-    # the default since the speed work: stvsr-lite's M_S (pass --init), DIS run once per pair at
-    # low resolution (its flows reused for stream S->T), F and R at a quarter resolution
+    # the default since the speed work: DIS run once per pair at low resolution (its flows
+    # reused for stream S->T), F at a quarter resolution; M_S and R start from stvsr-lite's
+    # (--init), stages 2 and 3 at half length (see docs/MODELS.md)
     "stvsr-fast": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
                              "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
                              **_FAST_HEADS},

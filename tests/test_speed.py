@@ -44,7 +44,7 @@ def test_low_res_flows_at_high_res_on_real_frames():
 def test_channels_last_engine_matches_plain_model_on_real_frames():
     model = load_model("default")
     f = real_frames(start=40, count=2)
-    out = list(Engine(model, "cpu", scene_threshold=None).run(f))
+    out = list(Engine(model, "cpu", scene_threshold=None, bf16=False).run(f))
     ref = predict_pair(load_model("default"), f[0][None], f[1][None])
     assert (out[0] - ref.H_prev[0].clamp(0, 1)).abs().max() < 1e-4
     # the in-between frame: 1e-7 float differences can flip a pixel of DIS's 8-bit luma input
@@ -65,7 +65,7 @@ def test_openvino_backends_agree_with_torch_on_real_frames(backend, min_psnr):
     pytest.importorskip("openvino", reason="optional backend: pip install 'stvsr[openvino]'")
     model = load_model("default")
     f = real_frames(start=40, count=3)
-    ref = list(Engine(model, "cpu").run(f))
+    ref = list(Engine(model, "cpu", bf16=False).run(f))
     out = list(Engine(load_model("default"), "cpu", backend=backend).run(f))
     assert len(out) == len(ref) == 5
     for a, b in zip(out, ref):
@@ -118,3 +118,25 @@ def test_memory_does_not_grow_with_clip_length():
     peak(40)  # warm-up: first-call allocations
     short, long = peak(40), peak(400)
     assert long - short < 20, (short, long)
+
+
+def test_bf16_on_real_frames_stays_close_to_fp32():
+    """bfloat16 networks (the default on CPUs with AMX/AVX512-BF16): the convolutions round, the
+    bicubic and residual skips stay float32. SR frames stay within 60 dB of fp32; the in-between
+    frame is as close to the real frame as fp32's (a rounded pixel can move a DIS flow vector,
+    so the two differ locally, not on average)."""
+    f = real_frames(start=40, count=3)
+    L = [downsample(x[None])[0] for x in (f[0], f[2])]
+    ref = list(Engine(load_model("default"), "cpu", bf16=False).run(L))
+    out = list(Engine(load_model("default"), "cpu", bf16=True).run(L))
+    assert psnr(out[0], ref[0]) > 60 and psnr(out[2], ref[2]) > 60
+    assert abs(psnr(out[1], f[1]) - psnr(ref[1], f[1])) < 0.1
+
+
+def test_bf16_default_follows_the_cpu_and_conflicts_are_refused():
+    from stvsr_core.engine import cpu_has_fast_bf16
+    assert Engine(random_model(), "cpu").bf16 == cpu_has_fast_bf16()
+    with pytest.raises(InputError, match="fp16 needs a CUDA device|pick one precision"):
+        Engine(random_model(), "cpu", bf16=True, fp16=True)
+    with pytest.raises(InputError, match="pick one precision"):
+        Engine(random_model(), "cpu", bf16=True, backend="openvino")

@@ -17,7 +17,7 @@ LOAD = [
     (2, "GetVideoComponents", {}, {"video": (1, 0, "VIDEO")},
      [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], False),
     (3, "ImageFromBatch", {"batch_index": 0, "length": 8}, {"image": (2, 0, "IMAGE")}, [("IMAGE", "IMAGE")], False),
-    (4, "LoadSTVSRModel", {"model_name": "stvsr-lite", "device": "auto", "precision": "auto"}, {},
+    (4, "LoadSTVSRModel", {"model_name": "stvsr-fast", "device": "auto", "precision": "auto"}, {},
      [("stvsr_model", "STVSR_MODEL")], False),
 ]
 

@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Set-up on a fresh machine: .venv with stvsr (editable), its tests, VapourSynth and the
 # source/filter plugins the example scripts use, and vspipe's one-time configuration.
-# VapourSynth's wheel needs Python >= 3.12: the newest 3.12+ found (also pyenv-installed
-# ones) is used; without one, .venv gets plain python3 and the VapourSynth parts are skipped.
+# VapourSynth's wheel needs Python >= 3.12: the first of 3.12, 3.13, 3.14 found (also
+# pyenv-installed ones) is used; without one, .venv gets plain python3 and the VapourSynth
+# parts are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 find_python() {
   local c v root
-  for c in python3.14 python3.13 python3.12 python3; do
+  for c in python3.12 python3.13 python3.14 python3; do
     if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
       command -v "$c"; return 0
     fi
   done
   if command -v pyenv >/dev/null 2>&1; then
     root=$(pyenv root)
-    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]\.[0-9]+$' | sort -V -r); do
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]\.[0-9]+$' | sort -V); do
       [ -x "$root/versions/$v/bin/python3" ] && { echo "$root/versions/$v/bin/python3"; return 0; }
     done
   fi

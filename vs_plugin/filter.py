@@ -201,7 +201,7 @@ def _scene_flags(src: vs.VideoNode, sc: bool, threshold: float) -> vs.VideoNode 
 
 
 def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, device: str = "auto",
-             fp16: bool | None = None, num_streams: int = 1, tile: int = 0, tile_pad: int = 32,
+             fp16: bool | None = None, bf16: bool | None = None, num_streams: int = 1, tile: int = 0, tile_pad: int = 32,
              sc: bool = True, sc_threshold: float = DEFAULT_THRESHOLD, exact_double: bool = True,
              matrix_in_s: str | None = None, backend: str = "torch") -> vs.VideoNode:
     """Double the size and the frame rate of `clip`.
@@ -209,6 +209,7 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     model: a shipped model name ("default", see `stvsr models`) or a .safetensors path.
     device / device_index: "auto" picks CUDA, then MPS, then the CPU; device_index picks the GPU.
     fp16: half precision on CUDA (default on there; not available elsewhere).
+    bf16: bfloat16 networks (default on for CPUs with AMX or AVX512-BF16).
     num_streams: frames processed at once (one CUDA stream each on a GPU); <= core.num_threads.
     tile / tile_pad: low-res tile size and overlap for large frames (0: automatic above 1280x720).
     sc / sc_threshold: keep scene cuts (the in-between frame of a cut is a copy of the frame before).
@@ -237,10 +238,13 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
         fp16 = _as_bool("fp16", fp16)
         if fp16 and dev.type != "cuda":
             raise _error(f"fp16 needs a CUDA device, but this filter runs on {dev.type}: drop fp16=True")
+    if bf16 is not None:
+        bf16 = _as_bool("bf16", bf16)
     src, back = to_rgb(clip, matrix_in_s)
     net = _load(model, dev)
     try:
-        engine = Engine(net, dev, tile=tile, tile_pad=tile_pad, fp16=fp16, scene_threshold=None, backend=backend)
+        engine = Engine(net, dev, tile=tile, tile_pad=tile_pad, fp16=fp16, bf16=bf16,
+                        scene_threshold=None, backend=backend)
     except (InputError, ImportError) as e:
         raise _error(str(e)) from None
     worker = _Worker(engine, num_streams, (src.height, src.width), capacity=4 * core.num_threads + 4)
