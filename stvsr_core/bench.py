@@ -199,6 +199,13 @@ def run_bench(models: dict, sizes=((480, 270), (960, 540)), frames_in: int = 24,
     progress(f"peak fp32 matrix product: {peak:.1f} GFLOP/s on {torch.get_num_threads()} thread(s)")
     result = {"machine": {"peak_gflop_per_s": peak, "torch_threads": torch.get_num_threads(),
                           "cpu": _cpu_name(), "torch": torch.__version__}, "sizes": []}
+    if memory_lengths:  # first: freed memory of larger runs would stay in this process's RSS
+        w, h = sizes[0]
+        progress(f"memory by clip length at {w}x{h}: {', '.join(map(str, memory_lengths))} frames ...")
+        name, model = next(iter(models.items()))
+        result["memory_by_length"] = {"input": f"{w}x{h}", "backend": f"{name} ({backends[0]})",
+                                      "lengths": memory_by_length(model, w, h, list(memory_lengths),
+                                                                  backends[0], device)}
     for w, h in sizes:
         row = {"input": f"{w}x{h}", "backends": {}}
         frames = None
@@ -216,13 +223,6 @@ def run_bench(models: dict, sizes=((480, 270), (960, 540)), frames_in: int = 24,
                 for r in row["backends"].values():
                     r["ratio_to_ffmpeg"] = r["fps_out"] / ff["fps_out"]
         result["sizes"].append(row)
-    if memory_lengths:
-        w, h = sizes[0]
-        progress(f"memory by clip length at {w}x{h}: {', '.join(map(str, memory_lengths))} frames ...")
-        name, model = next(iter(models.items()))
-        result["memory_by_length"] = {"input": f"{w}x{h}", "backend": f"{name} ({backends[0]})",
-                                      "lengths": memory_by_length(model, w, h, list(memory_lengths),
-                                                                  backends[0], device)}
     return result
 
 

@@ -7,8 +7,9 @@ from torch import nn
 
 
 def bicubic_up(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """The skip path of every M_S: the networks only learn the detail bicubic misses."""
-    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    """The skip path of every M_S: the networks only learn the detail bicubic misses.
+    (Contiguous input: PyTorch's CPU bicubic is about 1.6x slower on channels_last.)"""
+    return F.interpolate(x.contiguous(), scale_factor=scale, mode="bicubic", align_corners=False)
 
 
 class ESPCN(nn.Module):
