@@ -86,7 +86,7 @@ def test_pack_loaded(server):
     info = _get(url + "/object_info/STVSRUpsample")
     assert "STVSRUpsample" in info
     models = _get(url + "/object_info/LoadSTVSRModel")["LoadSTVSRModel"]["input"]["required"]["model_name"][0]
-    assert "stvsr-lite" in models
+    assert "stvsr-lite" in models and "stvsr-fast" in models
     log = (tmp / "comfyui.log").read_text()
     assert "IMPORT FAILED" not in log
 
