@@ -238,7 +238,7 @@ class Engine:
         Output 2k is the SR of input k; output 2k+1 is the frame between inputs k and k+1,
         or a copy of output 2k when the pair straddles a scene cut.
         """
-        o, s = self.options, self.scale
+        o = self.options
         n_out = None if total is None else 2 * total - (0 if o.exact_double else 1)
         done, size, prev = 0, None, None
 
