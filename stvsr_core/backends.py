@@ -1,6 +1,8 @@
 """Where the convolutional sub-networks (M_S, F, R) run.
 
 - "torch": eager PyTorch in channels_last (the CPU's and GPU's fast convolution layout).
+- "torch-compile": the same, M_S, F and R through torch.compile (Inductor: needs a C compiler,
+  and compiles for about 30 s per frame size on first use).
 - "openvino" / "openvino-bf16": M_S, F and R compiled by OpenVINO for the CPU (PyPI
   `openvino`, `pip install 'stvsr[openvino]'`), in fp32 or in bfloat16 (uses AMX or
   AVX512-BF16 where the CPU has them). M_T (DIS flow and warping) stays in PyTorch/OpenCV.
@@ -15,7 +17,7 @@ import warnings
 import torch
 from torch import nn
 
-BACKENDS = ("torch", "openvino", "openvino-bf16")
+BACKENDS = ("torch", "torch-compile", "openvino", "openvino-bf16")
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -50,6 +52,15 @@ class OpenVINOModule(nn.Module):
             result = self.requests[key].infer([x.detach().float().contiguous().numpy() for x in xs])
             outs = [torch.from_numpy(result[i].copy()) for i in range(len(result))]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def use_torch_compile(model: nn.Module) -> nn.Module:
+    """A copy of the DualStream model whose M_S, F and R are compiled by torch.compile."""
+    fast = copy.copy(model)
+    fast._modules = dict(model._modules)
+    for name in ("M_S", "F", "R"):
+        fast._modules[name] = torch.compile(getattr(model, name), dynamic=False)
+    return fast
 
 
 def use_openvino(model: nn.Module, backend: str = "openvino") -> nn.Module:

@@ -40,7 +40,8 @@ def add_parser(sub):
     p.add_argument("--bf16", action=__import__("argparse").BooleanOptionalAction, default=None,
                    help="bfloat16 networks (default: on for CPUs with AMX or AVX512-BF16; dev-set PSNR within 0.01 dB)")
     p.add_argument("--backend", default="torch", choices=BACKENDS,
-                   help="torch (default), or openvino / openvino-bf16 on the CPU (pip install 'stvsr[openvino]')")
+                   help="torch (default); torch-compile (torch.compile: needs a C compiler, ~30 s to compile "
+                        "on first use); openvino / openvino-bf16 on the CPU (pip install 'stvsr[openvino]')")
     p.set_defaults(func=run)
 
 

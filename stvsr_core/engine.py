@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from .backends import BACKENDS, channels_last, use_openvino
+from .backends import BACKENDS, channels_last, use_openvino, use_torch_compile
 from .dual_stream import DualStream, Outputs
 from .scenecut import DEFAULT_THRESHOLD, is_cut
 from .tiling import pad_to_multiple, run_tiled
@@ -59,7 +59,7 @@ class EngineOptions:
     exact_double: bool = False     # 2N frames (last repeated) instead of 2N-1
     fp16: bool | None = None       # None: on for CUDA, off elsewhere
     bf16: bool | None = None       # bfloat16 CNNs; None: on for CPUs with AMX or AVX512-BF16
-    backend: str = "torch"         # "torch" (channels_last), "openvino", "openvino-bf16" (CPU)
+    backend: str = "torch"         # "torch" (channels_last), "torch-compile", "openvino", "openvino-bf16" (CPU)
 
 
 def predict_pair(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t: float = 0.5) -> Outputs:
@@ -91,21 +91,25 @@ class Engine:
             raise InputError(f"tile ({o.tile}) and tile_pad ({o.tile_pad}) must be >= 0")
         if o.backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {o.backend!r}")
-        self.device = select_device("cpu" if o.backend != "torch" and device in (None, "auto") else device)
-        if o.backend != "torch" and self.device.type != "cpu":
+        on_cpu_only = o.backend.startswith("openvino")
+        self.device = select_device("cpu" if on_cpu_only and device in (None, "auto") else device)
+        if on_cpu_only and self.device.type != "cpu":
             raise InputError(f"backend {o.backend!r} runs on the CPU: use device 'cpu' (or backend 'torch')")
         self.fp16 = (self.device.type == "cuda") if o.fp16 is None else bool(o.fp16)
         if self.fp16 and self.device.type != "cuda":
             raise InputError("fp16 needs a CUDA device: drop fp16 or pick a CUDA device")
-        auto = self.device.type == "cpu" and o.backend == "torch" and cpu_has_fast_bf16()
+        torch_backend = o.backend.startswith("torch")
+        auto = self.device.type == "cpu" and torch_backend and cpu_has_fast_bf16()
         self.bf16 = auto if o.bf16 is None else bool(o.bf16)
-        if self.bf16 and (self.fp16 or self.device.type not in ("cpu", "cuda") or o.backend != "torch"):
+        if self.bf16 and (self.fp16 or self.device.type not in ("cpu", "cuda") or not torch_backend):
             raise InputError("bf16 runs with the torch backend on a CPU or a CUDA device, without fp16: "
                              "pick one precision")
         self.model = model.eval().to(self.device)
-        if o.backend == "torch":
+        if torch_backend:
             # the fast convolution layout on CPUs (oneDNN) and GPUs (tensor cores); in place
             self.model.to(memory_format=torch.channels_last)
+            if o.backend == "torch-compile":
+                self.model = use_torch_compile(self.model)
         else:
             self.model = use_openvino(self.model, o.backend)
         self.scale = model.scale

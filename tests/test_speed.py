@@ -140,3 +140,18 @@ def test_bf16_default_follows_the_cpu_and_conflicts_are_refused():
         Engine(random_model(), "cpu", bf16=True, fp16=True)
     with pytest.raises(InputError, match="pick one precision"):
         Engine(random_model(), "cpu", bf16=True, backend="openvino")
+
+
+def test_bench_configs_cover_the_cli_choices():
+    from stvsr_core.bench import CONFIGS
+    from stvsr_core.cli_bench import CONFIG_NAMES
+    assert set(CONFIG_NAMES) == set(CONFIGS)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile needs a C compiler")
+def test_torch_compile_backend_agrees_with_eager_on_real_frames():
+    f = real_frames(start=40, count=2, size=(160, 68))
+    ref = list(Engine(load_model("default"), "cpu", bf16=False).run(f))
+    out = list(Engine(load_model("default"), "cpu", bf16=False, backend="torch-compile").run(f))
+    assert psnr(out[0], ref[0]) > 60
+    assert psnr(out[1], ref[1]) > 40  # a rounded pixel can move a DIS flow vector

@@ -248,7 +248,7 @@ def test_rgbh_matches_rgbs_closely(shim_dir):
     (dict(sc_threshold=0.0), "sc_threshold must be a number in (0, 1]"),
     (dict(sc=5), "sc must be True or False"),
     (dict(exact_double=2), "exact_double must be True or False"),
-    (dict(backend="tensorrt"), "backend must be one of torch, openvino, openvino-bf16"),
+    (dict(backend="tensorrt"), "backend must be one of torch, torch-compile, openvino, openvino-bf16"),
 ])
 def test_rejected_arguments(shim_dir, kwargs, message):
     clip = core.std.BlankClip(width=32, height=32, format=vs.RGBS, length=2)

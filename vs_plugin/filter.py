@@ -215,7 +215,7 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     sc / sc_threshold: keep scene cuts (the in-between frame of a cut is a copy of the frame before).
     exact_double: 2N output frames, the last repeated, so the duration is kept; False gives 2N-1.
     matrix_in_s: YUV matrix of the input when the clip's frames do not say (_Matrix); default by size.
-    backend: "torch", or "openvino" / "openvino-bf16" on the CPU (pip install openvino; not faster
+    backend: "torch", "torch-compile", or "openvino" / "openvino-bf16" on the CPU (not faster
         than torch on the project's test CPU, see the README's Speed section).
     """
     if not isinstance(clip, vs.VideoNode):
