@@ -6,6 +6,8 @@ length: only the previous frame and its spatial output are held.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Iterator
 
@@ -59,6 +61,7 @@ class EngineOptions:
     exact_double: bool = False     # 2N frames (last repeated) instead of 2N-1
     fp16: bool | None = None       # None: on for CUDA, off elsewhere
     bf16: bool | None = None       # bfloat16 CNNs; None: on for CPUs with AMX or AVX512-BF16
+    workers: int = 0               # pairs computed at once; 0: 2 on the CPU, 1 on GPUs
     backend: str = "torch"         # "torch" (channels_last), "torch-compile", "openvino", "openvino-bf16" (CPU)
 
 
@@ -89,6 +92,8 @@ class Engine:
         o = self.options
         if o.tile < 0 or o.tile_pad < 0:
             raise InputError(f"tile ({o.tile}) and tile_pad ({o.tile_pad}) must be >= 0")
+        if o.workers < 0:
+            raise InputError(f"workers ({o.workers}) must be >= 0 (0: automatic)")
         if o.backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {o.backend!r}")
         on_cpu_only = o.backend.startswith("openvino")
@@ -112,6 +117,7 @@ class Engine:
                 self.model = use_torch_compile(self.model)
         else:
             self.model = use_openvino(self.model, o.backend)
+        self.workers = o.workers or (2 if self.device.type == "cpu" else 1)
         self.scale = model.scale
         self.stats = {"spatial_calls": 0, "middle_calls": 0, "scene_cuts": 0}
 
@@ -245,30 +251,40 @@ class Engine:
         o = self.options
         n_out = None if total is None else 2 * total - (0 if o.exact_double else 1)
         done, size, prev = 0, None, None
+        workers = self.workers
+        queue: deque = deque()  # output frames in display order: tensors, or futures of them
 
-        def emit(H):
+        def emit(item):
             nonlocal done
+            H = item.result() if isinstance(item, Future) else item
             done += 1
             if progress:
                 progress(done, n_out)
             return self.output(H, size)
 
         n_in = 0
-        for n_in, frame in enumerate(frames, 1):
-            L = self.prepare(frame, n_in - 1, size)
-            size = size or tuple(frame.shape[-2:])
-            H = self.spatial(L)
-            if prev is not None:
-                Lp, Hp = prev
-                if n_in == 2:  # held back until a pair exists, so one frame never yields output
-                    yield emit(Hp)
-                if is_cut(Lp, L, o.scene_threshold):
-                    self.stats["scene_cuts"] += 1
-                    yield emit(Hp)
-                else:
-                    yield emit(self.middle(Lp, L, Hp, H))
-                yield emit(H)
-            prev = (L, H)
+        # In-between frames run on `workers` threads while the main thread reads the next frame
+        # and runs its M_S: DIS and the small ops leave cores idle that a second pair can use.
+        with ThreadPoolExecutor(workers) as pool:
+            for n_in, frame in enumerate(frames, 1):
+                L = self.prepare(frame, n_in - 1, size)
+                size = size or tuple(frame.shape[-2:])
+                H = self.spatial(L)
+                if prev is not None:
+                    Lp, Hp = prev
+                    if n_in == 2:  # held back until a pair exists, so one frame never yields output
+                        queue.append(Hp)
+                    if is_cut(Lp, L, o.scene_threshold):
+                        self.stats["scene_cuts"] += 1
+                        queue.append(Hp)
+                    else:
+                        queue.append(pool.submit(self.middle, Lp, L, Hp, H))
+                    queue.append(H)
+                    while len(queue) > 2 * (workers - 1):  # at most `workers` pairs in flight
+                        yield emit(queue.popleft())
+                prev = (L, H)
+            while queue:
+                yield emit(queue.popleft())
         if n_in < 2:
             raise InputError(f"got {n_in} frame(s): interpolation needs at least 2 frames")
         if o.exact_double:

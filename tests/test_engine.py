@@ -110,8 +110,10 @@ def test_progress_callback_counts_outputs():
     assert seen == [(i, 5) for i in range(1, 6)]
 
 
-def test_streaming_holds_only_a_pair():
-    """A generator of frames is consumed lazily: output starts before the input ends."""
+@pytest.mark.parametrize("workers, lookahead", [(1, 2), (2, 3)])
+def test_streaming_holds_only_a_pair(workers, lookahead):
+    """A generator of frames is consumed lazily: output starts before the input ends, and with
+    pairs computed in parallel the engine reads only one frame further ahead per extra worker."""
     consumed = []
 
     def gen():
@@ -119,9 +121,9 @@ def test_streaming_holds_only_a_pair():
             consumed.append(i)
             yield torch.rand(3, 16, 16)
 
-    it = Engine(random_model(), "cpu").run(gen())
+    it = Engine(random_model(), "cpu", workers=workers).run(gen())
     next(it), next(it), next(it)
-    assert len(consumed) == 2
+    assert len(consumed) == lookahead
 
 
 @pytest.mark.parametrize("frames, match", [

@@ -155,3 +155,14 @@ def test_torch_compile_backend_agrees_with_eager_on_real_frames():
     out = list(Engine(load_model("default"), "cpu", bf16=False, backend="torch-compile").run(f))
     assert psnr(out[0], ref[0]) > 60
     assert psnr(out[1], ref[1]) > 40  # a rounded pixel can move a DIS flow vector
+
+
+def test_parallel_pairs_give_the_same_frames_in_order():
+    f = real_frames(start=4, count=9)  # includes the hard cut after frame 9
+    one = list(Engine(load_model("default"), "cpu", workers=1, bf16=False).run(f))
+    two = list(Engine(load_model("default"), "cpu", workers=2, bf16=False).run(f))
+    assert len(one) == len(two) == 17
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    with pytest.raises(InputError, match="workers"):
+        Engine(random_model(), "cpu", workers=-1)
