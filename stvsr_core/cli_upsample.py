@@ -39,6 +39,8 @@ def add_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--bf16", action=__import__("argparse").BooleanOptionalAction, default=None,
                    help="bfloat16 networks (default: on for CPUs with AMX or AVX512-BF16; dev-set PSNR within 0.01 dB)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="frame pairs computed at once (0: 2 on the CPU, 1 on a GPU)")
     p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="torch (default); torch-compile (torch.compile: needs a C compiler, ~30 s to compile "
                         "on first use); openvino / openvino-bf16 on the CPU (pip install 'stvsr[openvino]')")
@@ -86,7 +88,8 @@ def _run(args) -> int:
         raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames")
     model = load_model(args.model)
     opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold or None,
-                         exact_double=args.exact_double, fp16=args.fp16, bf16=args.bf16, backend=args.backend)
+                         exact_double=args.exact_double, fp16=args.fp16, bf16=args.bf16, backend=args.backend,
+                         workers=args.workers)
     engine = Engine(model, args.device, opts)
     fps_in = src.fps or args.fps or Fraction(25)
     fps_out = fps_in * 2
