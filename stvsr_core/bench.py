@@ -26,7 +26,7 @@ from .engine import Engine
 
 # what `--backends` compares: the engine's backends at their default precision, plus torch in fp32
 CONFIGS = {**{b: {"backend": b} for b in BACKENDS}, "torch-fp32": {"backend": "torch", "bf16": False},
-           "torch-1-worker": {"backend": "torch", "workers": 1}}
+           "torch-2-workers": {"backend": "torch", "workers": 2}}
 from .flops import stage_flops
 from .tiling import pad_to_multiple
 

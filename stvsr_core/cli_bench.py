@@ -6,8 +6,8 @@ import sys
 
 from .registry import load_model
 
-# stvsr_core.bench.CONFIGS: the engine's backends, plus torch forced to fp32 or to one pair at a time
-CONFIG_NAMES = ("torch", "torch-fp32", "torch-1-worker", "torch-compile", "openvino", "openvino-bf16")
+# stvsr_core.bench.CONFIGS: the engine's backends, plus torch forced to fp32 or with two pairs at once
+CONFIG_NAMES = ("torch", "torch-fp32", "torch-2-workers", "torch-compile", "openvino", "openvino-bf16")
 
 
 def _size(text: str) -> tuple[int, int]:
