@@ -54,13 +54,19 @@ class OpenVINOModule(nn.Module):
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-def use_torch_compile(model: nn.Module) -> nn.Module:
-    """A copy of the DualStream model whose M_S, F and R are compiled by torch.compile."""
+def _with_cnns(model: nn.Module, wrap) -> nn.Module:
+    """A shallow copy of the DualStream model with M_S, F and R replaced by wrap(module);
+    M_T and the config are shared."""
     fast = copy.copy(model)
     fast._modules = dict(model._modules)
     for name in ("M_S", "F", "R"):
-        fast._modules[name] = torch.compile(getattr(model, name), dynamic=False)
+        fast._modules[name] = wrap(getattr(model, name))
     return fast
+
+
+def use_torch_compile(model: nn.Module) -> nn.Module:
+    """A copy of the DualStream model whose M_S, F and R are compiled by torch.compile."""
+    return _with_cnns(model, lambda m: torch.compile(m, dynamic=False))
 
 
 def use_openvino(model: nn.Module, backend: str = "openvino") -> nn.Module:
@@ -71,8 +77,4 @@ def use_openvino(model: nn.Module, backend: str = "openvino") -> nn.Module:
         raise ImportError(f"backend {backend!r} needs OpenVINO: pip install 'stvsr[openvino]' "
                           "(or use the default backend 'torch')") from None
     precision = "bf16" if backend == "openvino-bf16" else "f32"
-    fast = copy.copy(model)  # shares M_T and the config; the three CNNs are replaced
-    fast._modules = dict(model._modules)
-    for name in ("M_S", "F", "R"):
-        fast._modules[name] = OpenVINOModule(getattr(model, name), precision)
-    return fast
+    return _with_cnns(model, lambda m: OpenVINOModule(m, precision))

@@ -29,8 +29,8 @@ CONFIGS = {**{b: {"backend": b} for b in BACKENDS}, "torch-fp32": {"backend": "t
            "torch-2-workers": {"backend": "torch", "workers": 2}}
 from .flops import stage_flops
 from .tiling import pad_to_multiple
+from .video_io import DEMO_CLIP
 
-DEMO_CLIP = Path(__file__).parent / "assets" / "bikes_short.mp4"
 # frames 12..55 of the bundled clip are one shot (cuts after 9 and 55): no cut skews the timing
 FIRST_FRAME = 12
 FFMPEG_FILTER = "minterpolate=fps={fps}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1,scale={w}:{h}:flags=lanczos"

@@ -4,10 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from .bench import CONFIGS
 from .registry import load_model
-
-# stvsr_core.bench.CONFIGS: the engine's backends, plus torch forced to fp32 or with two pairs at once
-CONFIG_NAMES = ("torch", "torch-fp32", "torch-2-workers", "torch-compile", "openvino", "openvino-bf16")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -27,7 +25,7 @@ def add_parser(sub):
     p.add_argument("--sizes", nargs="+", default=["480x270", "960x540"], help="low-res input sizes, WxH")
     p.add_argument("--frames", type=int, default=24, help="input frames per run (real frames of the bundled clip)")
     p.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up; the median is reported")
-    p.add_argument("--backends", nargs="+", default=["torch"], choices=CONFIG_NAMES,
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=list(CONFIGS),
                    help="compared side by side in this run (torch: the default precision, bf16 on CPUs with AMX)")
     p.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg comparison")
     p.add_argument("--memory-lengths", nargs="*", type=int, default=[],

@@ -1,10 +1,10 @@
 """`stvsr upsample INPUT -o OUTPUT`: the main job, and `stvsr models`."""
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,10 +14,9 @@ from .backends import BACKENDS
 from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
 from .scenecut import DEFAULT_THRESHOLD
-from .video_io import MediaError, open_writer, read_frames
+from .video_io import DEMO_CLIP, MediaError, open_writer, read_frames
 from .weights import WeightsError
 
-DEMO_CLIP = Path(__file__).parent / "assets" / "bikes_short.mp4"
 
 
 def add_parser(sub):
@@ -28,7 +27,7 @@ def add_parser(sub):
     p.add_argument("-o", "--output", required=True, help="video file (container by extension) or folder for PNGs")
     p.add_argument("--model", default="default", help=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    p.add_argument("--fp16", action=__import__("argparse").BooleanOptionalAction, default=None,
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
                    help="half precision (default: on for CUDA)")
     p.add_argument("--tile", type=int, default=0, help="low-res tile size in pixels (0: only for frames over 1280x720)")
     p.add_argument("--tile-pad", type=int, default=32, help="low-res overlap between tiles")
@@ -37,7 +36,7 @@ def add_parser(sub):
     p.add_argument("--exact-double", action="store_true", help="2N output frames (last repeated) instead of 2N-1")
     p.add_argument("--fps", type=Fraction, default=None, help="input frame rate for image folders (default 25)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    p.add_argument("--bf16", action=__import__("argparse").BooleanOptionalAction, default=None,
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 networks (default: on for CPUs with AMX or AVX512-BF16; dev-set PSNR within 0.01 dB)")
     p.add_argument("--workers", type=int, default=1,
                    help="frame pairs computed at once (2: about 1.15x faster on a 2-core CPU, more memory)")

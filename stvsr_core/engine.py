@@ -6,6 +6,7 @@ length: only the previous frame and its spatial output are held.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -41,6 +42,7 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+@functools.cache  # read /proc/cpuinfo once, not for every Engine (hosts build one per call)
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with bfloat16 units (Intel AMX or AVX512-BF16), where oneDNN runs bf16
     convolutions about twice as fast as fp32; elsewhere bf16 would be emulated, i.e. slower."""
@@ -266,7 +268,7 @@ class Engine:
         # In-between frames run on `workers` threads while the main thread reads the next frame
         # and runs its M_S: on a CPU, DIS and the small ops leave cores idle that a second pair
         # can use (opt-in: peak memory then rose by ~9% from 100 to 1000 frames, flat with 1).
-        with ThreadPoolExecutor(workers) as pool:
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
             for n_in, frame in enumerate(frames, 1):
                 L = self.prepare(frame, n_in - 1, size)
                 size = size or tuple(frame.shape[-2:])
@@ -279,7 +281,8 @@ class Engine:
                         self.stats["scene_cuts"] += 1
                         queue.append(Hp)
                     else:
-                        queue.append(pool.submit(self.middle, Lp, L, Hp, H))
+                        queue.append(pool.submit(self.middle, Lp, L, Hp, H) if pool
+                                     else self.middle(Lp, L, Hp, H))
                     queue.append(H)
                     while len(queue) > 2 * (workers - 1):  # at most `workers` pairs in flight
                         yield emit(queue.popleft())

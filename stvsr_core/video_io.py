@@ -20,6 +20,9 @@ from PIL import Image
 
 log = logging.getLogger("stvsr")
 
+# the real clip shipped with the package: the default input of `stvsr upsample` and `stvsr bench`
+DEMO_CLIP = Path(__file__).parent / "assets" / "bikes_short.mp4"
+
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".y4m", ".flv"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 ENCODERS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",

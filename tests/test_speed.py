@@ -143,9 +143,15 @@ def test_bf16_default_follows_the_cpu_and_conflicts_are_refused():
 
 
 def test_bench_configs_cover_the_cli_choices():
+    import argparse
     from stvsr_core.bench import CONFIGS
-    from stvsr_core.cli_bench import CONFIG_NAMES
-    assert set(CONFIG_NAMES) == set(CONFIGS)
+    from stvsr_core.cli_bench import add_parser
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    for name in CONFIGS:  # every configuration is a choice ...
+        assert parser.parse_args(["bench", "--backends", name]).backends == [name]
+    with pytest.raises(SystemExit):  # ... and nothing else is
+        parser.parse_args(["bench", "--backends", "tensorrt"])
 
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile needs a C compiler")
