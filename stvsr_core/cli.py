@@ -1,4 +1,4 @@
-"""The `stvsr` command: upsample (the main job), models, train, eval, bench."""
+"""The `stvsr` command: upsample (the main job), models, train, eval, devsets, bench, fetch-backbones."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,14 @@ import sys
 
 
 def main(argv=None) -> int:
-    from . import cli_bench, cli_train, cli_upsample
+    from . import cli_backbones, cli_bench, cli_train, cli_upsample
     parser = argparse.ArgumentParser(prog="stvsr", description="2x space, 2x time video super-resolution")
     sub = parser.add_subparsers(dest="command", required=True)
     cli_upsample.add_parser(sub)
     cli_upsample.add_models_parser(sub)
     cli_train.add_parser(sub)
     cli_bench.add_parser(sub)
+    cli_backbones.add_parser(sub)
     try:
         from . import cli_eval
         cli_eval.add_parser(sub)

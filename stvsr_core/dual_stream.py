@@ -69,9 +69,29 @@ class DualStream(nn.Module):
         self.M_T = _build(TEMPORAL, self.config["temporal"], "temporal")
         self.F = FusionUNet(**self.config.get("fusion", {}))
         self.R = Refine(**self.config.get("refine", {}))
+        self.size_multiple = self._multiples()  # of the low-res frames
+
+    def _multiples(self) -> int:
         hr = [self.M_T.size_multiple, self.F.size_multiple, self.R.size_multiple]
         lr = [self.M_S.size_multiple, self.M_T.size_multiple] + [_lr_multiple(m, self.scale) for m in hr]
-        self.size_multiple = math.lcm(*lr)  # of the low-res frames
+        return math.lcm(*lr)
+
+    def pretrained_parts(self) -> dict[str, str]:
+        """{part: backbone name} of the sub-networks whose weights come from the backbone store."""
+        return {name: m.pretrained for name, m in (("M_S", self.M_S), ("M_T", self.M_T))
+                if getattr(m, "pretrained", None)}
+
+    def with_spatial(self, M_S: nn.Module) -> "DualStream":
+        """A copy that uses another M_S (e.g. the user's own upscaler), sharing M_T, F and R."""
+        if getattr(M_S, "scale", self.scale) != self.scale:
+            raise ValueError(f"the upscaler is x{M_S.scale} but this model's F and R work at x{self.scale}: "
+                             f"pick an x{self.scale} upscale model")
+        other = copy.copy(self)
+        other._modules = dict(self._modules)
+        other._modules["M_S"] = M_S
+        other.config = {**self.config, "spatial": {"arch": "external", "name": getattr(M_S, "name", "")}}
+        other.size_multiple = other._multiples()
+        return other
 
     def spatial(self, L: torch.Tensor) -> torch.Tensor:
         return self.M_S(L)
@@ -92,10 +112,14 @@ class DualStream(nn.Module):
     def refine(self, H_F: torch.Tensor) -> torch.Tensor:
         return self.R(H_F)
 
+    def streams(self, L0, L1, H0, H1, t=0.5):
+        """(L_mid, H_st, H_ts): both streams, composed once for inference and training alike."""
+        L_mid, H_st = self.interpolate(L0, L1, H0, H1, t)
+        return L_mid, H_st, self.spatial(L_mid)
+
     def middle(self, L0, L1, H0, H1, t=0.5) -> Middle:
         """The in-between frame from both low-res frames and their spatial outputs."""
-        L_mid, H_st = self.interpolate(L0, L1, H0, H1, t)
-        H_ts = self.spatial(L_mid)
+        L_mid, H_st, H_ts = self.streams(L0, L1, H0, H1, t)
         M_st, M_ts, H_F = self.fuse(H_st, H_ts)
         return Middle(L_mid, H_st, H_ts, M_st, M_ts, H_F, self.refine(H_F))
 

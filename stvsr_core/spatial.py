@@ -86,4 +86,9 @@ class Bicubic(nn.Module):
         return bicubic_up(L, self.scale)
 
 
-SPATIAL = {"espcn": ESPCN, "unshuffle_sr": UnshuffleSR, "bicubic": Bicubic}
+def _span(**kw):
+    from .backbones.adapters import SpanSR  # pretrained backbone: weights from the backbone store
+    return SpanSR(**kw)
+
+
+SPATIAL = {"espcn": ESPCN, "unshuffle_sr": UnshuffleSR, "bicubic": Bicubic, "span": _span}

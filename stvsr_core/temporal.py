@@ -157,4 +157,9 @@ class DISInterp(nn.Module):
         return self.synthesize(L0, L1, flows, t), self.synthesize(H0, H1, up, t)
 
 
-TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp}
+def _rife(**kw):
+    from .backbones.adapters import RifeMT  # pretrained backbone: weights from the backbone store
+    return RifeMT(**kw)
+
+
+TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "rife": _rife}

