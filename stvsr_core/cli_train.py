@@ -11,9 +11,10 @@ import torch
 import torch.distributed as dist
 
 from .data import TripletSampler, load_clips, load_photos
+from .devsets import HELD_OUT_CLIPS
 from .dual_stream import DualStream
 from .recipes import RECIPES
-from .weights import save_weights
+from .weights import load_pretrained, save_weights
 
 
 def add_parser(sub):
@@ -24,12 +25,14 @@ def add_parser(sub):
                    help="folders of clips / frame folders (never the evaluation set)")
     p.add_argument("--photos", default=os.path.expanduser("~/.cache/stvsr-data/photos"),
                    help="photos for synthetic camera motion (from get-registry-data.sh); skipped if absent")
-    p.add_argument("--stages", default="1,2,3")
+    p.add_argument("--stages", default="", help="e.g. 2,3 (default: every stage of the recipe)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's step count")
     p.add_argument("--max-frames", type=int, default=300, help="frames kept per clip")
     p.add_argument("--init", nargs="+", default=[], metavar="FILE:PART",
                    help="start sub-networks from trained ones, e.g. runs/a/stage1.pt:M_S other.safetensors:M_T "
                         "(the paper pre-trains M_S and M_T independently, so they can be shared across combos)")
+    p.add_argument("--cache-samples", type=int, default=0,
+                   help="recipes on frozen pretrained backbones: samples in the stream cache (0: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     p.set_defaults(func=run)
@@ -42,9 +45,13 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     from .train import train
     recipe = RECIPES[args.recipe]
-    stages = {int(s): dataclasses.replace(recipe["stages"][int(s)],
-                                          steps=max(1, round(recipe["stages"][int(s)].steps * args.steps_scale)))
-              for s in args.stages.split(",")}
+    wanted = [int(s) for s in args.stages.split(",")] if args.stages else sorted(recipe["stages"])
+    unknown = [s for s in wanted if s not in recipe["stages"]]
+    if unknown:
+        raise SystemExit(f"stvsr train: recipe {args.recipe} has no stage {unknown[0]}: "
+                         f"its stages are {','.join(map(str, sorted(recipe['stages'])))}")
+    stages = {s: dataclasses.replace(recipe["stages"][s], steps=max(1, round(recipe["stages"][s].steps * args.steps_scale)))
+              for s in wanted}
     for root in args.data:
         if "eval" in Path(root).resolve().parts:
             raise SystemExit(f"stvsr train: {root} looks like an evaluation set: never train on it")
@@ -54,7 +61,7 @@ def run(args) -> int:
         if not Path(spec.rsplit(":", 1)[0]).is_file():
             raise SystemExit(f"stvsr train: --init {spec!r}: no such file")
     t0 = time.time()
-    clips = load_clips(args.data, max_frames=args.max_frames)
+    clips = load_clips(args.data, max_frames=args.max_frames, exclude=HELD_OUT_CLIPS)
     photos = load_photos(args.photos) if Path(args.photos).is_dir() else []
     if not clips:
         raise SystemExit(f"stvsr train: no clips found under {args.data}")
@@ -63,8 +70,17 @@ def run(args) -> int:
           f"({time.time() - t0:.0f} s)", flush=True)
     sampler = TripletSampler(clips, photos, seed=args.seed + rank)  # each rank draws its own batches
     model = DualStream(recipe["model"])
+    load_pretrained(model)
     for spec in args.init:
         init_part(model, *spec.rsplit(":", 1))
+    cache = recipe.get("stream_cache")
+    if cache:  # frozen pretrained backbones: both streams computed once (stream_cache.py)
+        from . import stream_cache
+        from .engine import cpu_has_fast_bf16
+        sampler = TripletSampler(clips, photos, crop=cache["crop"], seed=args.seed, gaps=cache["gaps"])
+        folder = stream_cache.build(model, sampler, Path(args.out) / "streams", args.cache_samples or cache["samples"],
+                                    bf16=cpu_has_fast_bf16())
+        sampler = stream_cache.StreamSampler(folder, seed=args.seed + rank)
     model = train(model, sampler, args.out, stages, seed=args.seed)
     if rank == 0:
         info = {"recipe": args.recipe, "stages": {k: dataclasses.asdict(v) for k, v in stages.items()},

@@ -31,12 +31,16 @@ def _valid_starts(frames: np.ndarray, threshold: float) -> np.ndarray:
     return np.array([k for k in range(len(frames) - 2) if not (cut[k] or cut[k + 1])], dtype=np.int64)
 
 
-def load_clips(roots: list[str | Path], max_frames: int = 300, threshold: float = DEFAULT_THRESHOLD) -> list[Clip]:
-    """Every video file and every folder of images under `roots` becomes one clip."""
+def load_clips(roots: list[str | Path], max_frames: int = 300, threshold: float = DEFAULT_THRESHOLD,
+               exclude: tuple[str, ...] = ()) -> list[Clip]:
+    """Every video file and every folder of images under `roots` becomes one clip, except the
+    held-out ones named in `exclude`."""
     clips = []
     for root in map(Path, roots):
         paths = [root] if root.is_file() else sorted(root.rglob("*"))
         for p in paths:
+            if p.name in exclude:
+                continue
             is_video = p.is_file() and p.suffix.lower() in VIDEO_EXTS
             is_seq = p.is_dir() and sum(1 for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS) >= 3
             if not (is_video or is_seq):
@@ -71,18 +75,25 @@ class TripletSampler:
     """Draws batches of high-res triplets [B, 3(time), 3, crop, crop] as float tensors in 0..1."""
 
     def __init__(self, clips: list[Clip], photos: list[np.ndarray] | None = None, crop: int = 128,
-                 photo_fraction: float = 0.2, max_shrink: float = 2.0, seed: int = 0):
+                 photo_fraction: float = 0.2, max_shrink: float = 2.0, seed: int = 0, gaps: tuple = (1,)):
         self.clips, self.photos = clips, photos or []
         self.crop, self.photo_fraction, self.max_shrink = crop, photo_fraction, max_shrink
+        self.gaps = tuple(gaps)  # frame gaps: (k, k+g, k+2g) triplets; wider gaps, larger motion
+        self._valid = [set(c.valid.tolist()) for c in clips]
         self.rng = np.random.default_rng(seed)
         self.weights = np.array([len(c.valid) for c in clips], dtype=np.float64)
         self.weights = np.sqrt(self.weights) / np.sqrt(self.weights).sum()  # long clips don't dominate
 
     def _from_clip(self) -> np.ndarray:
         r = self.rng
-        clip = self.clips[r.choice(len(self.clips), p=self.weights)]
-        k = int(r.choice(clip.valid))
-        frames = clip.frames[k:k + 3]
+        ci = r.choice(len(self.clips), p=self.weights)
+        clip, g = self.clips[ci], int(r.choice(self.gaps))
+        # (k, k+g, k+2g) within one shot: every triplet start k, k+2, ..., k+2g-2 is valid
+        starts = [k for k in clip.valid if all(k + j in self._valid[ci] for j in range(0, 2 * g - 1, 2))]
+        if not starts:
+            g, starts = 1, clip.valid
+        k = int(r.choice(starts))
+        frames = clip.frames[k:k + 2 * g + 1:g]
         h, w = frames.shape[1:3]
         shrink = float(np.exp(r.uniform(0, math.log(self.max_shrink))))
         size = min(int(self.crop * shrink), h, w)
@@ -98,7 +109,7 @@ class TripletSampler:
         img = self.photos[r.integers(len(self.photos))]
         h, w = img.shape[:2]
         c = self.crop
-        shift = r.normal(0, 6, size=2)
+        shift = r.normal(0, 6, size=2) * int(r.choice(self.gaps))
         rot, zoom = r.normal(0, 1.5), float(np.exp(r.normal(0, 0.03)))
         cx, cy = r.uniform(c, w - c), r.uniform(c, h - c)
         out = []

@@ -15,7 +15,17 @@ _LITE_HEADS = {"fusion": {"preset": "lite", "masks": 2}, "refine": {"preset": "l
 
 _FAST_HEADS = {"fusion": {"preset": "fast", "masks": 2}, "refine": {"preset": "lite"}}
 
+# Stage 2 only, on the field's pretrained backbones (the paper's own set-up: existing M_S and
+# M_T, F and R trained on top). Both streams are computed once per sample into a cache on
+# 256 px crops (RIFE needs context) with frame gaps 1 and 2 (larger motion); F and R then
+# train on 128 px crops of it.
+_QUALITY_STAGES = {2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128)}
+
 RECIPES = {
+    "stvsr-quality": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
+                                "temporal": {"arch": "rife", "weights": "rife-4.25"}, **_LITE_HEADS},
+                      "stages": _QUALITY_STAGES,
+                      "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
     # the default since the speed work: DIS run once per pair at low resolution (its flows
     # reused for stream S->T), F at a quarter resolution; M_S and R start from stvsr-lite's
     # (--init), stages 2 and 3 at half length (see docs/MODELS.md)

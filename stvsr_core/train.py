@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .degrade import downsample
 from .dual_stream import DualStream
+from .stream_cache import StreamBatch
 
 l1 = F.l1_loss
 
@@ -42,7 +43,9 @@ def _rank() -> int:
 def stage_parameters(model: DualStream, stage: int):
     """Which sub-networks learn in each stage."""
     if stage == 1:
-        mods = [model.M_S] + ([model.M_T] if getattr(model.M_T, "trainable", False) else [])
+        pretrained = model.pretrained_parts()
+        mods = [] if "M_S" in pretrained else [model.M_S]
+        mods += [model.M_T] if getattr(model.M_T, "trainable", False) and "M_T" not in pretrained else []
     elif stage == 2:
         mods = [model.F, model.R]
     else:
@@ -50,8 +53,25 @@ def stage_parameters(model: DualStream, stage: int):
     return [p for m in mods for p in m.parameters()]
 
 
-def stage_loss(model: DualStream, hr: torch.Tensor, stage: int) -> tuple[torch.Tensor, dict]:
-    """hr: [B, 3(time), 3, H, W] high-res triplets. Returns the stage's loss and its terms."""
+def stage2_streams(model: DualStream, L0: torch.Tensor, L1: torch.Tensor):
+    """(H_st, H_ts) exactly as inference makes them (DualStream.streams, the engine's steps)."""
+    _, H_st, H_ts = model.streams(L0, L1, model.spatial(L0), model.spatial(L1))
+    return H_st, H_ts
+
+
+def fusion_loss(model: DualStream, b: StreamBatch) -> tuple[torch.Tensor, dict]:
+    """Stage 2's L_F + L_R (Eqs. 15-16) on given streams."""
+    _, _, H_F = model.fuse(b.H_st, b.H_ts)
+    H_R = model.refine(H_F)
+    terms = {"F": l1(H_F, b.target), "R": l1(H_R, b.target)}
+    return terms["F"] + terms["R"], terms
+
+
+def stage_loss(model: DualStream, hr, stage: int) -> tuple[torch.Tensor, dict]:
+    """hr: [B, 3(time), 3, H, W] high-res triplets, or for stage 2 a StreamBatch of cached
+    streams (frozen backbones too slow to run every step). Returns the loss and its terms."""
+    if isinstance(hr, StreamBatch):
+        return fusion_loss(model, hr)
     s = model.scale
     H0, Ht, H1 = hr[:, 0], hr[:, 1], hr[:, 2]
     L0, Lt, L1 = (downsample(x, s) for x in (H0, Ht, H1))
@@ -63,14 +83,9 @@ def stage_loss(model: DualStream, hr: torch.Tensor, stage: int) -> tuple[torch.T
             terms["M_T"] = l1(model.M_T(L0, L1), Lt) + l1(model.M_T(H0, H1), Ht)
         return sum(terms.values()), terms
     if stage == 2:
-        with torch.no_grad():
-            Hp, Hn = model.spatial(L0), model.spatial(L1)
-            L_mid = model.M_T(L0, L1)
-            H_st, H_ts = model.M_T(Hp, Hn), model.spatial(L_mid)
-        _, _, H_F = model.fuse(H_st, H_ts)
-        H_R = model.R(H_F)
-        terms = {"F": l1(H_F, Ht), "R": l1(H_R, Ht)}
-        return terms["F"] + terms["R"], terms
+        with torch.no_grad():  # M_S and M_T are frozen
+            H_st, H_ts = stage2_streams(model, L0, L1)
+        return fusion_loss(model, StreamBatch(H_st, H_ts, Ht))
     out = model(L0, L1)
     terms = {"S->T": l1(out.H_st, Ht), "T->S": l1(out.H_ts, Ht), "F": l1(out.H_F, Ht), "R": l1(out.H_R, Ht),
              "M_S": l1(out.H_prev, H0) + l1(out.H_next, H1), "M_T": l1(out.L_mid, Lt)}
