@@ -150,6 +150,26 @@ def ffmpeg_fps(frames: list, fps: Fraction, runs: int) -> dict | None:
             "filter": vf, "version": version}
 
 
+def peer_fps(frames: list, runs: int) -> dict:
+    """The peer pipeline a user would pick instead, streamed like the engine: SPAN x2 (ncnn, CPU)
+    once per input frame, then RIFE 4.25 at high resolution once per pair (S->T)."""
+    from .backbones.peers import PeerPipeline
+    peer = PeerPipeline()
+    L = [f[None] for f in frames]
+
+    def job():
+        with torch.inference_mode():
+            prev = peer.M_S(L[0])
+            for x in L[1:]:
+                cur = peer.M_S(x)
+                peer.M_T(prev, cur)
+                prev = cur
+    seconds = median_time(job, runs)
+    n_out = 2 * len(frames) - 1
+    return {"fps_out": n_out / seconds, "frames_out": n_out, "seconds": seconds,
+            "pipeline": "SPAN x2 (ncnn, fp32 CPU) -> RIFE 4.25 (torch) at high resolution"}
+
+
 def bench_size(model, width: int, height: int, frames_in: int, runs: int, backend: str, device: str,
                peak: float) -> dict:
     frames = real_frames(width, height, frames_in)
@@ -201,7 +221,7 @@ def memory_by_length(model, width: int, height: int, lengths: list[int], backend
 
 def run_bench(models: dict, sizes=((480, 270), (960, 540)), frames_in: int = 24, runs: int = 3,
               backends=("torch",), device: str = "auto", ffmpeg: bool = True,
-              memory_lengths=(), progress=print) -> dict:
+              memory_lengths=(), progress=print, peer: bool = False) -> dict:
     """models: {name: DualStream}; every model runs in every backend, on the same frames."""
     peak = peak_gflops()
     progress(f"peak fp32 matrix product: {peak:.1f} GFLOP/s on {torch.get_num_threads()} thread(s)")
@@ -223,6 +243,11 @@ def run_bench(models: dict, sizes=((480, 270), (960, 540)), frames_in: int = 24,
                 r = bench_size(model, w, h, frames_in, runs, backend, device, peak)
                 frames = r.pop("frames")
                 row["backends"][f"{name} ({backend})"] = r
+        if peer:
+            progress(f"{w}x{h}: peer pipeline SPAN x2 (ncnn) -> RIFE 4.25 ...")
+            row["peer"] = peer_fps(frames, runs)
+            for r in row["backends"].values():
+                r["time_per_frame_vs_peer"] = row["peer"]["fps_out"] / r["fps_out"]
         if ffmpeg:
             progress(f"{w}x{h}: ffmpeg minterpolate + lanczos ...")
             ff = ffmpeg_fps(frames, Fraction(25), runs)
@@ -248,18 +273,23 @@ def format_table(result: dict) -> str:
     m = result["machine"]
     lines = [f"machine: {m['cpu']}, torch {m['torch']} on {m['torch_threads']} thread(s), "
              f"measured fp32 peak {m['peak_gflop_per_s']:.1f} GFLOP/s", ""]
-    lines.append("| input -> output | runs on | output frames/s | vs ffmpeg | peak memory | conv stages at % of peak |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| input -> output | runs on | output frames/s | vs ffmpeg | time per frame vs peer | peak memory "
+                 "| conv stages at % of peak |")
+    lines.append("|---|---|---|---|---|---|---|")
     for row in result["sizes"]:
         for backend, r in row["backends"].items():
             ratio = f"{r['ratio_to_ffmpeg']:.2f}x" if "ratio_to_ffmpeg" in r else "-"
+            vs_peer = f"{r['time_per_frame_vs_peer']:.2f}x" if "time_per_frame_vs_peer" in r else "-"
             lines.append(f"| {r['input']} -> {r['output']} | stvsr {backend}: {r['runs_on']} | {r['fps_out']:.2f} | {ratio} | "
-                         f"{r['peak_rss_mib']:.0f} MiB | {100 * r['conv_stages_fraction_of_peak']:.0f}% |")
+                         f"{vs_peer} | {r['peak_rss_mib']:.0f} MiB | {100 * r['conv_stages_fraction_of_peak']:.0f}% |")
+        pr = row.get("peer")
+        if pr:
+            lines.append(f"| {row['input']} | peer: {pr['pipeline']} | {pr['fps_out']:.2f} | - | 1.00x | - | - |")
         ff = row.get("ffmpeg")
         if ff:
             lines.append(f"| {row['input']} -> {2 * int(row['input'].split('x')[0])}x"
                          f"{2 * int(row['input'].split('x')[1])} | ffmpeg minterpolate + lanczos | "
-                         f"{ff['fps_out']:.2f} | 1.00x | - | - |")
+                         f"{ff['fps_out']:.2f} | 1.00x | - | - | - |")
     lines += ["", "| input | model (backend) | stage | GFLOP per output frame | ms per call | GFLOP/s | % of peak |",
               "|---|---|---|---|---|---|---|"]
     for row in result["sizes"]:
@@ -273,6 +303,5 @@ def format_table(result: dict) -> str:
         mb = result["memory_by_length"]
         lines += ["", f"peak memory by clip length ({mb['input']}, {mb['backend']}): " + ", ".join(
             f"{n} frames: {v['peak_rss_mib']:.0f} MiB" for n, v in mb["lengths"].items())]
-    lines.append("(M_T runs in OpenCV DIS + PyTorch warping: its FLOPs are not counted; "
-                 "GPU figures are not measured here)")
+    lines.append("(DIS runs in OpenCV: its FLOPs are not counted; GPU figures are not measured here)")
     return "\n".join(lines)

@@ -28,6 +28,8 @@ def add_parser(sub):
     p.add_argument("--backends", nargs="+", default=["torch"], choices=list(CONFIGS),
                    help="compared side by side in this run (torch: the default precision, bf16 on CPUs with AMX)")
     p.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg comparison")
+    p.add_argument("--peer", action="store_true",
+                   help="also time the peer pipeline SPAN x2 (ncnn) -> RIFE 4.25 on the same frames (needs stvsr[peers])")
     p.add_argument("--memory-lengths", nargs="*", type=int, default=[],
                    help="also stream clips of these lengths (e.g. 100 1000) and report peak memory of each")
     p.add_argument("--json", help="write the results to this JSON file")
@@ -42,9 +44,9 @@ def run(args) -> int:
             raise ValueError("--frames must be >= 2 and --runs >= 1")
         models = {name: load_model(name) for name in args.models}
         result = run_bench(models, sizes, args.frames, args.runs, tuple(args.backends), args.device,
-                           ffmpeg=not args.no_ffmpeg, memory_lengths=args.memory_lengths,
+                           ffmpeg=not args.no_ffmpeg, memory_lengths=args.memory_lengths, peer=args.peer,
                            progress=lambda msg: print(f"stvsr bench: {msg}", file=sys.stderr))
-    except (ValueError, ImportError) as e:
+    except (ValueError, ImportError, RuntimeError) as e:
         print(f"stvsr bench: error: {e}", file=sys.stderr)
         return 2
     result["models"] = args.models

@@ -1,4 +1,4 @@
-"""`stvsr eval ROOT...`: the development-set table (baselines and every stage)."""
+"""`stvsr eval ROOT...`: the development-set table (baselines, peers and every stage); `stvsr devsets`."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,25 @@ def add_parser(sub):
     p.add_argument("--model", default="default", help="shipped model name or .safetensors path")
     p.add_argument("--json", help="write the scores as JSON here")
     p.add_argument("--save", help="write every predicted middle frame (H_R) as PNG under this folder")
+    p.add_argument("--no-peers", dest="peers", action="store_false",
+                   help="skip the SPAN -> RIFE peer rows (computed by default when stvsr[peers] is installed)")
     p.set_defaults(func=run)
+
+    d = sub.add_parser("devsets", help="build the large-motion dev sets (vimeo_wide, cockatoo_wide) from ../shared/data")
+    d.add_argument("out", nargs="?", default=str(Path("~/.cache/stvsr-devsets").expanduser()),
+                   help="folder to write them into (default: %(default)s); never inside the repository")
+    d.add_argument("--data", default="../shared/data", help="the shared data folder (default: %(default)s)")
+    d.set_defaults(func=run_devsets)
+
+
+def run_devsets(args) -> int:
+    from .devsets import build
+    if not (Path(args.data) / "eval" / "vimeo_septuplet").is_dir():
+        print(f"stvsr devsets: {args.data}/eval/vimeo_septuplet not found: pass --data PATH_TO_SHARED_DATA")
+        return 2
+    sets = build(Path(args.data), Path(args.out).expanduser())
+    print("evaluate with: stvsr eval " + " ".join(str(s) for s in sets))
+    return 0
 
 
 def run(args) -> int:
@@ -29,7 +47,7 @@ def run(args) -> int:
         if i == n:
             bar.close()
 
-    results = evaluate(args.roots, model, Path(args.save) if args.save else None, progress)
+    results = evaluate(args.roots, model, Path(args.save) if args.save else None, progress, peers=args.peers)
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

