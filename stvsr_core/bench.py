@@ -112,11 +112,13 @@ def stage_seconds(engine: Engine, L0: torch.Tensor, L1: torch.Tensor, runs: int)
             else:
                 hr = lambda: M_T(H0, H1)
             times["M_T (high-res)"] = median_time(hr, runs)
-        else:
-            times["M_T (low-res)"] = median_time(lambda: M_T(L0, L1), runs)
-            times["M_T (high-res)"] = median_time(lambda: M_T(H0, H1), runs)
+        else:  # a per-resolution M_T runs one interpolator at each resolution
+            low, high = getattr(M_T, "low", M_T), getattr(M_T, "high", M_T)
+            times["M_T (low-res)"] = median_time(lambda: low(L0, L1), runs)
+            times["M_T (high-res)"] = median_time(lambda: high(H0, H1), runs)
         Hc0, Hc1 = channels_last(H0), channels_last(H1)
-        times["F"] = median_time(lambda: m.fuse(Hc0, Hc1), runs)
+        cue = m.cue(L0, L1)
+        times["F"] = median_time(lambda: m.fuse(Hc0, Hc1, cue), runs)
         times["R"] = median_time(lambda: m.refine(Hc0), runs)
     return times
 

@@ -12,6 +12,7 @@ from .fusion import FusionUNet
 from .refine import Refine
 from .spatial import SPATIAL
 from .temporal import TEMPORAL
+from .tiling import pad_to_multiple
 
 DEFAULT_CONFIG = {
     "scale": 2,
@@ -68,13 +69,15 @@ class DualStream(nn.Module):
         self.M_S = _build(SPATIAL, self.config["spatial"], "spatial", scale=self.scale)
         self.M_T = _build(TEMPORAL, self.config["temporal"], "temporal")
         self.F = FusionUNet(**self.config.get("fusion", {}))
+        self._dis = TEMPORAL["dis"]() if self.F.needs_cue else None  # weight-free: F's cue
         self.R = Refine(**self.config.get("refine", {}))
         self.size_multiple = self._multiples()  # of the low-res frames
 
     def _multiples(self) -> int:
-        hr = [self.M_T.size_multiple, self.F.size_multiple, self.R.size_multiple]
-        lr = [self.M_S.size_multiple, self.M_T.size_multiple] + [_lr_multiple(m, self.scale) for m in hr]
-        return math.lcm(*lr)
+        """The low-res size multiple the backbones need. F and R pad their own inputs (fuse,
+        refine), so M_S and M_T see the frame's real borders, not replicated padding."""
+        return math.lcm(self.M_S.size_multiple, self.M_T.size_multiple,
+                        _lr_multiple(self.M_T.size_multiple, self.scale))
 
     def pretrained_parts(self) -> dict[str, str]:
         """{part: backbone name} of the sub-networks whose weights come from the backbone store."""
@@ -96,9 +99,19 @@ class DualStream(nn.Module):
     def spatial(self, L: torch.Tensor) -> torch.Tensor:
         return self.M_S(L)
 
-    def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor):
+    def cue(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5) -> torch.Tensor | None:
+        """F's extra input when its config asks for one (`inputs: streams+dis_error`): DIS's warp
+        error at low resolution, upsampled to the output size; None for the paper's F."""
+        if self._dis is None:
+            return None
+        e = self._dis.warp_error(L0, L1, t)
+        return torch.nn.functional.interpolate(e, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+    def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor, cue: torch.Tensor | None = None):
         """Returns (M_st, M_ts, H_F)."""
-        M_st, M_ts = self.F(H_st, H_ts)
+        h, w = H_st.shape[-2:]
+        pad = lambda x: None if x is None else pad_to_multiple(x, self.F.size_multiple)
+        M_st, M_ts = (m[..., :h, :w] for m in self.F(pad(H_st), pad(H_ts), pad(cue)))
         return M_st, M_ts, M_st * H_st + M_ts * H_ts
 
     def interpolate(self, L0, L1, H0, H1, t=0.5):
@@ -110,7 +123,8 @@ class DualStream(nn.Module):
         return self.M_T(L0, L1, t), self.M_T(H0, H1, t)
 
     def refine(self, H_F: torch.Tensor) -> torch.Tensor:
-        return self.R(H_F)
+        h, w = H_F.shape[-2:]
+        return self.R(pad_to_multiple(H_F, self.R.size_multiple))[..., :h, :w]
 
     def streams(self, L0, L1, H0, H1, t=0.5):
         """(L_mid, H_st, H_ts): both streams, composed once for inference and training alike."""
@@ -120,7 +134,7 @@ class DualStream(nn.Module):
     def middle(self, L0, L1, H0, H1, t=0.5) -> Middle:
         """The in-between frame from both low-res frames and their spatial outputs."""
         L_mid, H_st, H_ts = self.streams(L0, L1, H0, H1, t)
-        M_st, M_ts, H_F = self.fuse(H_st, H_ts)
+        M_st, M_ts, H_F = self.fuse(H_st, H_ts, self.cue(L0, L1, t))
         return Middle(L_mid, H_st, H_ts, M_st, M_ts, H_F, self.refine(H_F))
 
     def forward(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5) -> Outputs:

@@ -174,8 +174,10 @@ class Engine:
         self.stats["middle_calls"] += 1
         m = self.model
         L_mid, H_st, H_ts = self._streams(L0, L1, H0, H1, t)
-        fuse_refine = lambda lr, hr: [m.refine(m.fuse(hr[0], hr[1])[2])]
-        return self._run(fuse_refine, [L_mid], [H_st, H_ts])[0]
+        with torch.inference_mode():
+            cue = m.cue(L0, L1, t)
+        fuse_refine = lambda lr, hr: [m.refine(m.fuse(hr[0], hr[1], hr[2] if len(hr) > 2 else None)[2])]
+        return self._run(fuse_refine, [L_mid], [H_st, H_ts] + ([cue] if cue is not None else []))[0]
 
     # -- single stages on unpadded batches, for hosts that expose the paper's steps as nodes ----
     def _crop(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -219,6 +221,9 @@ class Engine:
         if H_st.shape != H_ts.shape:
             raise InputError(f"the two streams differ in shape: H_st {tuple(H_st.shape)} vs H_ts "
                              f"{tuple(H_ts.shape)}: feed both from the same Dual-Stream output")
+        if self.model.F.needs_cue:
+            raise InputError("this model's F also reads the low-res frames (a DIS warp-error cue), which "
+                             "the streams alone do not carry: run the whole model (STVSR Upsample / Engine.run)")
         return tuple(self._high_res(lambda a, b: list(self.model.fuse(a, b)), H_st, H_ts))
 
     def refine(self, H_F: torch.Tensor) -> torch.Tensor:

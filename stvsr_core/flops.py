@@ -23,12 +23,13 @@ def stage_flops(model: DualStream, width: int = 480, height: int = 270) -> dict:
     L = pad_to_multiple(torch.rand(1, 3, height, width), model.size_multiple)
     with torch.inference_mode():
         H = model.spatial(L)
-    learned_mt = any(True for _ in model.M_T.parameters())
+    low, high = getattr(model.M_T, "low", model.M_T), getattr(model.M_T, "high", model.M_T)  # per-resolution M_T
+    counted = lambda m: any(True for _ in m.parameters())  # DIS (OpenCV) has none and is not counted
     res = {
         "M_S": _count(model.M_S, L),
-        "M_T (low-res)": _count(model.M_T, L, L) if learned_mt else None,
-        "M_T (high-res)": _count(model.M_T, H, H) if learned_mt else None,
-        "F": _count(model.fuse, H, H),
+        "M_T (low-res)": _count(low, L, L) if counted(low) else None,
+        "M_T (high-res)": _count(high, H, H) if counted(high) else None,
+        "F": _count(model.fuse, H, H, model.cue(L, L)),
         "R": _count(model.R, H),
     }
     # per output pair of frames: one input frame's M_S, plus the in-between frame (M_T twice,

@@ -31,16 +31,26 @@ def _conv(cin: int, cout: int, k: int) -> nn.Sequential:
 class FusionUNet(nn.Module):
     """U-Net F with five average-pool downsamplings and five bilinear upsamplings."""
 
-    def __init__(self, *, preset: str = "lite", masks: int = 2, widths=None, kernels=None, unshuffle=None):
+    INPUTS = {"streams": 6, "streams+diff": 9, "streams+dis_error": 7}
+
+    def __init__(self, *, preset: str = "lite", masks: int = 2, widths=None, kernels=None, unshuffle=None,
+                 inputs: str = "streams"):
         super().__init__()
         if masks not in (1, 2):
             raise ValueError(f"FusionUNet: masks must be 1 or 2, got {masks}")
+        if inputs not in self.INPUTS:
+            raise ValueError(f"FusionUNet: inputs must be one of {sorted(self.INPUTS)}, got {inputs!r}")
+        # "streams+diff" also feeds |H_st - H_ts|: where the streams disagree is where one of them
+        # is wrong (a conv could form H_st - H_ts, not its magnitude). "streams+dis_error" feeds
+        # DualStream.cue: where DIS's two warped frames disagree, i.e. where classical flow fails
+        self.inputs = inputs
+        self.needs_cue = inputs == "streams+dis_error"
         cfg = dict(PRESETS[preset])
         cfg.update({k: v for k, v in dict(widths=widths, kernels=kernels, unshuffle=unshuffle).items() if v is not None})
         w, k, r = tuple(cfg["widths"]), tuple(cfg["kernels"]), int(cfg["unshuffle"])
         self.masks, self.unshuffle = masks, r
         self.size_multiple = 2 ** (len(w) - 1) * r
-        cin = 6 * r * r
+        cin = self.INPUTS[inputs] * r * r
         self.enc = nn.ModuleList()
         for i in range(len(w)):
             self.enc.append(nn.Sequential(_conv(cin if i == 0 else w[i - 1], w[i], k[i]), _conv(w[i], w[i], k[i])))
@@ -50,9 +60,14 @@ class FusionUNet(nn.Module):
         nn.init.zeros_(self.out.weight)  # start from an even blend: both masks 0.5
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, H_st: torch.Tensor, H_ts: torch.Tensor):
+    def forward(self, H_st: torch.Tensor, H_ts: torch.Tensor, cue: torch.Tensor | None = None):
         """Returns (M_st, M_ts), each [B, 1, H, W] in [0, 1]."""
-        x = torch.cat([H_st, H_ts], 1)
+        extra = [(H_st - H_ts).abs()] if self.inputs == "streams+diff" else []
+        if self.needs_cue:
+            if cue is None:
+                raise ValueError("this F needs the DIS warp-error cue (DualStream.cue) beside the two streams")
+            extra = [cue.to(H_st.dtype)]
+        x = torch.cat([H_st, H_ts] + extra, 1)
         if self.unshuffle > 1:
             x = F.pixel_unshuffle(x, self.unshuffle)
         skips = []

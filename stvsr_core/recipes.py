@@ -22,13 +22,36 @@ _FAST_HEADS = {"fusion": {"preset": "fast", "masks": 2}, "refine": {"preset": "l
 _QUALITY_STAGES = {2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128)}
 
 RECIPES = {
-    "stvsr-quality": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
-                                "temporal": {"arch": "rife", "weights": "rife-4.25"}, **_LITE_HEADS},
+    # stream S->T as users run it (SPAN, then RIFE 4.25 at high resolution); stream T->S with DIS
+    # at low resolution, then SPAN: two streams that fail in different places; the paper's F on
+    # them learns to pass S->T through (docs/MODELS.md)
+    "stvsr-quality-plain-f": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
+                                "temporal": {"arch": "per_resolution", "low": {"arch": "dis", "preset": "medium"},
+                                             "high": {"arch": "rife", "weights": "rife-4.25"}},
+                                **_LITE_HEADS},
                       "stages": _QUALITY_STAGES,
                       "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
-    # the default since the speed work: DIS run once per pair at low resolution (its flows
-    # reused for stream S->T), F at a quarter resolution; M_S and R start from stvsr-lite's
-    # (--init), stages 2 and 3 at half length (see docs/MODELS.md)
+    # the shipped stvsr-quality: the same streams, and F also reads where DIS's two warped
+    # frames disagree (DualStream.cue), the cue it needs to pick the DIS stream where DIS holds
+    "stvsr-quality": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
+                                    "temporal": {"arch": "per_resolution", "low": {"arch": "dis", "preset": "medium"},
+                                                 "high": {"arch": "rife", "weights": "rife-4.25"}},
+                                    "fusion": {"preset": "lite", "masks": 2, "inputs": "streams+dis_error"},
+                                    "refine": {"preset": "lite"}},
+                          "stages": _QUALITY_STAGES,
+                          "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
+    # the paper's set-up exactly: one M_T (RIFE 4.25) in both streams; F gains little (docs/MODELS.md)
+    "stvsr-quality-rife": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
+                                     "temporal": {"arch": "rife", "weights": "rife-4.25"}, **_LITE_HEADS},
+                           "stages": _QUALITY_STAGES,
+                           "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
+    # the same, with F also seeing where the streams disagree (|H_st - H_ts|)
+    "stvsr-quality-rife-diff": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
+                                          "temporal": {"arch": "rife", "weights": "rife-4.25"},
+                                          "fusion": {"preset": "lite", "masks": 2, "inputs": "streams+diff"},
+                                          "refine": {"preset": "lite"}},
+                                "stages": _QUALITY_STAGES,
+                                "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
     "stvsr-fast": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
                              "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
                              **_FAST_HEADS},

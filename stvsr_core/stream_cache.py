@@ -24,6 +24,7 @@ class StreamBatch(NamedTuple):
     H_st: torch.Tensor    # [B, 3, h, w]
     H_ts: torch.Tensor
     target: torch.Tensor  # the real in-between frame
+    cue: torch.Tensor | None = None  # F's extra input, when its config asks for one (DualStream.cue)
 
 
 def build(model, sampler, folder: Path, samples: int, block: int = 16, bf16: bool = False, log=print) -> Path:
@@ -36,18 +37,26 @@ def build(model, sampler, folder: Path, samples: int, block: int = 16, bf16: boo
     for i in range(0, samples, block):
         path = folder / f"streams_{i // block:04d}.safetensors"
         n = min(block, samples - i)
-        if path.is_file():
+        has = load_file(str(path)) if path.is_file() else None
+        if has is not None and ("cue" in has or not model.F.needs_cue):
             done += n
             continue
         sampler.rng = np.random.default_rng(1_000_003 * (i // block + 1))  # a block is the same when resumed
         hr = sampler.batch(n)
         H0, Ht, H1 = hr[:, 0], hr[:, 1], hr[:, 2]
         L0, L1 = downsample(H0, s), downsample(H1, s)
-        with torch.inference_mode(), cast:
-            H_st, H_ts = stage2_streams(model, L0, L1)
+        if has is not None:  # streams cached by a run whose F took no cue: add the cue only
+            blocks = dict(has)
+        else:
+            with torch.inference_mode(), cast:
+                H_st, H_ts = stage2_streams(model, L0, L1)
+            blocks = {"H_st": H_st.float().clamp(0, 1).half(), "H_ts": H_ts.float().clamp(0, 1).half(),
+                      "target": Ht.half()}
+        cue = model.cue(L0, L1)
+        if cue is not None:
+            blocks["cue"] = cue.half()
         tmp = path.with_suffix(".partial")
-        save_file({"H_st": H_st.float().clamp(0, 1).half(), "H_ts": H_ts.float().clamp(0, 1).half(),
-                   "target": Ht.half()}, str(tmp))
+        save_file(blocks, str(tmp))
         tmp.rename(path)
         done += n
         rate = (time.time() - t0) / max(1, done)
@@ -62,7 +71,8 @@ class StreamSampler:
         blocks = [load_file(str(p)) for p in sorted(Path(folder).glob("streams_*.safetensors"))]
         if not blocks:
             raise FileNotFoundError(f"{folder}: no cached streams")
-        self.data = {k: torch.cat([b[k] for b in blocks]) for k in StreamBatch._fields}
+        self.fields = [k for k in StreamBatch._fields if all(k in b for b in blocks)]
+        self.data = {k: torch.cat([b[k] for b in blocks]) for k in self.fields}
         self.crop = crop
         self.rng = np.random.default_rng(seed)
 
@@ -73,12 +83,12 @@ class StreamSampler:
         r, c = self.rng, self.crop
         size = self.data["target"].shape[-1]
         idx = r.integers(0, len(self), n)
-        out = {k: [] for k in StreamBatch._fields}
+        out = {k: [] for k in self.fields}
         for i in idx:
             y, x = r.integers(0, size - c + 1, 2)
             flip_h, flip_v = r.random() < 0.5, r.random() < 0.5
-            for k in StreamBatch._fields:
+            for k in self.fields:
                 v = self.data[k][i, :, y:y + c, x:x + c].float()
                 v = v.flip(-1) if flip_h else v
                 out[k].append(v.flip(-2) if flip_v else v)
-        return StreamBatch(*(torch.stack(out[k]) for k in StreamBatch._fields))
+        return StreamBatch(**{k: torch.stack(out[k]) for k in self.fields})

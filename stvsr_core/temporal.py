@@ -141,6 +141,15 @@ class DISInterp(nn.Module):
         out = (1 - t_) * backward_warp(I0.float(), ft0) + t_ * backward_warp(I1.float(), ft1)
         return out.to(I0.dtype)
 
+    def warp_error(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
+        """[B, 1, H, W]: how much the two frames, warped to time t, disagree. Small where the
+        flow holds (no occlusion, no failure): a per-pixel reliability map of DIS."""
+        with torch.no_grad():
+            flows = self.flows(I0, I1)
+            t_ = torch.as_tensor(t, dtype=torch.float32, device=I0.device).reshape(-1, 1, 1, 1)
+            ft0, ft1 = intermediate_flows(*flows, t_)
+            return (backward_warp(I0.float(), ft0) - backward_warp(I1.float(), ft1)).abs().mean(1, keepdim=True)
+
     @staticmethod
     def upsample_flows(flows, size):
         """Low-res flows resized to a high-res frame size, their vectors scaled to match."""
@@ -162,4 +171,9 @@ def _rife(**kw):
     return RifeMT(**kw)
 
 
-TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "rife": _rife}
+def _per_resolution(**kw):
+    from .backbones.adapters import PerResolutionMT
+    return PerResolutionMT(**kw)
+
+
+TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "rife": _rife, "per_resolution": _per_resolution}

@@ -61,7 +61,7 @@ def stage2_streams(model: DualStream, L0: torch.Tensor, L1: torch.Tensor):
 
 def fusion_loss(model: DualStream, b: StreamBatch) -> tuple[torch.Tensor, dict]:
     """Stage 2's L_F + L_R (Eqs. 15-16) on given streams."""
-    _, _, H_F = model.fuse(b.H_st, b.H_ts)
+    _, _, H_F = model.fuse(b.H_st, b.H_ts, b.cue)
     H_R = model.refine(H_F)
     terms = {"F": l1(H_F, b.target), "R": l1(H_R, b.target)}
     return terms["F"] + terms["R"], terms
@@ -85,7 +85,8 @@ def stage_loss(model: DualStream, hr, stage: int) -> tuple[torch.Tensor, dict]:
     if stage == 2:
         with torch.no_grad():  # M_S and M_T are frozen
             H_st, H_ts = stage2_streams(model, L0, L1)
-        return fusion_loss(model, StreamBatch(H_st, H_ts, Ht))
+            cue = model.cue(L0, L1)
+        return fusion_loss(model, StreamBatch(H_st, H_ts, Ht, cue))
     out = model(L0, L1)
     terms = {"S->T": l1(out.H_st, Ht), "T->S": l1(out.H_ts, Ht), "F": l1(out.H_F, Ht), "R": l1(out.H_R, Ht),
              "M_S": l1(out.H_prev, H0) + l1(out.H_next, H1), "M_T": l1(out.L_mid, Lt)}

@@ -23,7 +23,7 @@ def test_spatial_any_scale(arch, scale):
 @pytest.mark.parametrize("temporal", ["dis", "ifnet_lite", "rife"])
 def test_any_backbone_pair_gives_every_intermediate(spatial, temporal):
     m = DualStream({"scale": 2, "spatial": {"arch": spatial}, "temporal": {"arch": temporal}})
-    h = w = m.size_multiple * 2
+    h = w = max(32, m.size_multiple * 2)
     out = m(torch.rand(1, 3, h, w), torch.rand(1, 3, h, w))
     for name in ("H_prev", "H_next", "H_st", "H_ts", "H_F", "H_R"):
         assert getattr(out, name).shape == (1, 3, 2 * h, 2 * w), name

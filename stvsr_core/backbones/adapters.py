@@ -56,6 +56,37 @@ class RifeMT(nn.Module):
         return self.interp(I0, I1, t)
 
 
+class PerResolutionMT(nn.Module):
+    """One M_T per resolution: `low` makes L_mid (stream T->S), `high` makes H_st (stream S->T).
+
+    For pretrained interpolators that fail in different places: RIFE 4.25 at high resolution
+    (what users run after an upscaler) and DIS at low resolution, where classical flow is
+    precise on small motion and RIFE's in-between frame drifts in time on some footage
+    (docs/MODELS.md). F then chooses per pixel between two streams that fail differently.
+    """
+
+    def __init__(self, *, low: dict, high: dict):
+        super().__init__()
+        from ..temporal import TEMPORAL
+        build = lambda cfg: TEMPORAL[cfg["arch"]](**{k: v for k, v in cfg.items() if k != "arch"})
+        self.low, self.high = build(low), build(high)
+        self.size_multiple = max(self.low.size_multiple, self.high.size_multiple)
+        names = [getattr(m, "pretrained", None) for m in (self.low, self.high)]
+        if all(names):
+            raise ValueError("PerResolutionMT: at most one pretrained interpolator")
+        self.pretrained = next((n for n in names if n), None)
+
+    def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
+        (self.low if getattr(self.low, "pretrained", None) else self.high).load_pretrained(state)
+
+    def forward(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
+        return self.high(I0, I1, t)
+
+    def pair(self, L0, L1, H0, H1, t=0.5):
+        """(L_mid, H_st)."""
+        return self.low(L0, L1, t), self.high(H0, H1, t)
+
+
 class ExternalSR(nn.Module):
     """M_S = any image model the host already loaded (e.g. a spandrel ImageModelDescriptor from
     ComfyUI's UPSCALE_MODEL): a callable [B,3,h,w] 0..1 -> [B,3,s*h,s*w]."""
