@@ -79,6 +79,25 @@ def _with_smaller_tiles(run, tile: int):
             host.log.warning("stvsr: out of memory, retrying with %d px tiles", tile)
 
 
+UPSCALE_MODEL = ("UPSCALE_MODEL", {"tooltip": "optional: your own upscaler (Load Upscale Model) becomes M_S; "
+                                   "it must upscale by the STVSR model's factor (x2)"})
+MODEL_TOOLTIP = ("stvsr-fast: small CPU networks + DIS optical flow (the default, fast). stvsr-lite: a little "
+                 "slower and better. stvsr-quality: the pretrained SPAN x2 and RIFE 4.25 backbones with F and R "
+                 "trained on them (best, slowest; install its backbones once with `stvsr fetch-backbones`).")
+
+
+def _with_upscaler(stvsr_model: STVSRModel, upscale_model, node: str) -> STVSRModel:
+    """The same STVSR model with the user's upscale model (a spandrel descriptor) as M_S."""
+    if upscale_model is None:
+        return stvsr_model
+    from ..stvsr_core.backbones.adapters import from_spandrel
+    try:
+        model = stvsr_model.model.with_spatial(from_spandrel(upscale_model))
+    except ValueError as e:
+        raise InputError(f"{node}: {e}") from None
+    return STVSRModel(model, stvsr_model.device, stvsr_model.fp16, stvsr_model.name, stvsr_model.bf16)
+
+
 def _model_choices() -> list[str]:
     shipped = list_models()
     return ([DEFAULT_MODEL] if DEFAULT_MODEL in shipped else []) + \
@@ -95,12 +114,13 @@ class LoadSTVSRModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model_name": (_model_choices(),),
+        return {"required": {"model_name": (_model_choices(), {"tooltip": MODEL_TOOLTIP}),
                              "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto"}),
                              "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto", "tooltip":
-                                           "auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32"})}}
+                                           "auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32"})},
+                "optional": {"upscale_model": UPSCALE_MODEL}}
 
-    def load(self, model_name, device="auto", precision="auto"):
+    def load(self, model_name, device="auto", precision="auto", upscale_model=None):
         path = host.user_model_path(model_name) if model_name.endswith(".safetensors") else None
         try:
             model = load_weights(path or resolve_model(model_name))
@@ -113,7 +133,7 @@ class LoadSTVSRModel:
         if precision == "bf16" and dev.type not in ("cpu", "cuda"):
             raise InputError(f"Load STVSR Model: bf16 runs on a CPU or CUDA, but the device is {dev}: choose fp32")
         bf16 = {"auto": None, "bf16": True}.get(precision, False)
-        return (STVSRModel(model, dev, fp16, model_name, bf16),)
+        return (_with_upscaler(STVSRModel(model, dev, fp16, model_name, bf16), upscale_model, "Load STVSR Model"),)
 
 
 class STVSRSpatialUpscale:
@@ -180,9 +200,11 @@ class STVSRDualStreamUpsample:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
-                             "tile": TILE}}
+                             "tile": TILE},
+                "optional": {"upscale_model": UPSCALE_MODEL}}
 
-    def streams(self, stvsr_model, images, tile=0):
+    def streams(self, stvsr_model, images, tile=0, upscale_model=None):
+        stvsr_model = _with_upscaler(stvsr_model, upscale_model, "Dual-Stream Upsample")
         x = _frames(images, min_frames=2)
         n, h, w = x.shape[0], x.shape[2] * 2, x.shape[3] * 2
         bar = host.Progress(n - 1)

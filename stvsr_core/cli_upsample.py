@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from fractions import Fraction
@@ -57,6 +58,12 @@ def run_models(args) -> int:
         tag = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name}{tag}: {meta.get('description', '')}")
         print(f"  config: {meta.get('config')}")
+        if meta.get("backbones"):
+            from .backbones.store import installed
+            parts = json.loads(meta["backbones"])
+            state = ", ".join(f"{p} = {n} ({'installed' if installed(n) else 'missing: stvsr fetch-backbones'})"
+                              for p, n in parts.items())
+            print(f"  pretrained backbones: {state}")
     if not list_models():
         print("no models shipped in this install")
     return 0

@@ -19,6 +19,7 @@ from stvsr_core.train import stage2_streams
 from stvsr_core.weights import load_pretrained
 
 QUALITY = RECIPES["stvsr-quality"]["model"]
+RIFE_BOTH = RECIPES["stvsr-quality-rife"]["model"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ def test_weights_file_holds_only_what_stvsr_trained(quality, tmp_path, monkeypat
         keys, meta = list(f.keys()), f.metadata()
     assert keys and all(k.startswith(("F.", "R.")) for k in keys)
     assert json.loads(meta["backbones"]) == {"M_S": "spanx2_ch48", "M_T": "rife-4.25"}
+    assert all(not k.startswith("M_T.") for k in keys)  # DIS has no weights, RIFE's are not ours
     again = load_weights(path)  # backbones from the store, F and R from the file
     L0, L1 = pair()
     with torch.inference_mode():
@@ -151,3 +153,74 @@ def test_devsets_are_built_from_real_frames(tmp_path):
     assert same(first / "im1.png", src / f"{name}_13" / "im1.png")   # frame 1
     assert same(first / "im2.png", src / f"{name}_35" / "im2.png")   # frame 4
     assert same(first / "im3.png", src / f"{name}_57" / "im3.png")   # frame 7
+
+
+def test_per_resolution_interpolators(backbones):
+    """stream T->S interpolates with `low` (DIS), stream S->T with `high` (RIFE), on real frames."""
+    from stvsr_core.temporal import DISInterp
+    model = DualStream(QUALITY)
+    load_pretrained(model)
+    model.eval()
+    rife = DualStream(RIFE_BOTH)
+    load_pretrained(rife)
+    L0, L1 = pair()
+    with torch.inference_mode():
+        H0, H1 = model.spatial(L0), model.spatial(L1)
+        L_mid, H_st, H_ts = model.streams(L0, L1, H0, H1)
+        assert torch.equal(L_mid, DISInterp()(L0, L1))
+        assert torch.equal(H_st, rife.M_T(H0, H1))
+        assert torch.equal(H_ts, model.spatial(L_mid))
+    assert model.pretrained_parts() == {"M_S": "spanx2_ch48", "M_T": "rife-4.25"}
+
+
+def test_fusion_with_the_dis_warp_error_cue(backbones):
+    """F that also reads DIS's warp error: the engine (tiled or not) runs the same composition as
+    DualStream.forward, and the cue is small where DIS's two warped frames agree."""
+    from stvsr_core.engine import InputError
+    cfg = dict(QUALITY, fusion={"preset": "lite", "masks": 2, "inputs": "streams+dis_error"})
+    torch.manual_seed(0)
+    model = DualStream(cfg)
+    load_pretrained(model)
+    with torch.no_grad():
+        for p in model.F.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    model.eval()
+    L0, L1 = pair()
+    with torch.inference_mode():
+        ref = model(L0, L1).H_R
+        cue = model.cue(L0, L1)
+        still = model.cue(L0, L0)
+    assert cue.shape == (1, 1, 2 * L0.shape[-2], 2 * L0.shape[-1]) and still.max() < 1e-3 < cue.max()
+    for tile in (0, 64):
+        eng = Engine(model, "cpu", bf16=False, tile=tile, tile_pad=16)
+        H0, H1 = eng.upscale(L0), eng.upscale(L1)
+        assert (eng.middle(L0, L1, H0, H1) - ref).abs().max() < 2e-3
+    with pytest.raises(InputError, match="run the whole model"):
+        eng.fuse(H0, H1)
+
+
+def test_stream_cache_round_trip(backbones, tmp_path):
+    """Cached streams are the ones `stage2_streams` makes; the sampler crops them consistently."""
+    from stvsr_core import stream_cache
+    from stvsr_core.data import TripletSampler, load_clips
+    from stvsr_core.degrade import downsample
+    import numpy as np
+    clips = load_clips([SHARED / "data" / "train" / "video" / "asl_book.mkv"])
+    if not clips:
+        pytest.skip("../shared/data is not beside this checkout")
+    model = DualStream(QUALITY)
+    load_pretrained(model)
+    model.eval()
+    sampler = TripletSampler(clips, crop=128, seed=0, gaps=(1, 2))
+    folder = stream_cache.build(model, sampler, tmp_path / "streams", 3, block=2, log=lambda *_: None)
+    blocks = sorted(folder.glob("streams_*.safetensors"))
+    assert len(blocks) == 2
+    sampler.rng = np.random.default_rng(1_000_003)  # block 0's draw
+    hr = sampler.batch(2)
+    with torch.inference_mode():
+        H_st, _ = stage2_streams(model, downsample(hr[:, 0]), downsample(hr[:, 2]))
+    from safetensors.torch import load_file
+    cached = load_file(str(blocks[0]))
+    assert (cached["H_st"].float() - H_st.clamp(0, 1)).abs().max() < 2e-3  # float16 storage
+    b = stream_cache.StreamSampler(folder, crop=64).batch(4)
+    assert b.H_st.shape == b.H_ts.shape == b.target.shape == (4, 3, 64, 64) and b.cue is None

@@ -130,3 +130,21 @@ def test_demo_command_with_default_model(tmp_path):
     assert r.returncode == 0, r.stderr
     assert _probe(out)[:3] == (11, (1280, 544), Fraction(50))
     assert "1 scene cut(s)" in r.stderr and r.stdout == ""
+
+
+def test_quality_model_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """--model stvsr-quality on a real clip; without its backbones: one line naming the fix, exit 2."""
+    from helpers import require_backbones
+    from stvsr_core.backbones import store
+    if not all(store.installed(n) for n in ("spanx2_ch48", "rife-4.25")):
+        require_backbones("stvsr-quality's backbones are not installed")
+    src = _short_clip(tmp_path, n=3)
+    out = tmp_path / "q.mp4"
+    assert main(["upsample", str(src), "-o", str(out), "--model", "stvsr-quality"]) == 0
+    assert _probe(out)[:3] == (5, (320, 136), Fraction(50))
+    monkeypatch.setenv("STVSR_BACKBONES", str(tmp_path / "none"))
+    capsys.readouterr()
+    assert main(["upsample", str(src), "-o", str(tmp_path / "q2.mp4"), "--model", "stvsr-quality"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stvsr fetch-backbones" in err[0]
+    assert not (tmp_path / "q2.mp4").exists()

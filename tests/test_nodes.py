@@ -170,3 +170,33 @@ def test_workflows_match_their_generator_and_the_nodes():
                 spec = N[node["class_type"]].INPUT_TYPES()
                 declared = set(spec["required"]) | set(spec.get("optional", {}))
                 assert set(node["inputs"]) <= declared and set(spec["required"]) <= set(node["inputs"])
+
+
+def test_users_upscale_model_becomes_M_S(model, tmp_path):
+    """An UPSCALE_MODEL (a spandrel descriptor, as ComfyUI's Load Upscale Model gives) as M_S."""
+    spandrel = pytest.importorskip("spandrel")
+    from spandrel.architectures.Compact import Compact
+    torch.manual_seed(2)
+    torch.save(Compact(num_feat=16, num_conv=2, upscale=2).state_dict(), tmp_path / "2x.pth")
+    upscaler = spandrel.ModelLoader().load_from_file(str(tmp_path / "2x.pth"))
+    images = _images(start=40, count=2, size=(160, 96))
+    up, H_st, H_ts = _call("STVSRDualStreamUpsample", model, images, upscale_model=upscaler)
+    with torch.inference_mode():
+        expect = upscaler.model(images.movedim(-1, 1)).clamp(0, 1).movedim(1, -1)
+    assert torch.allclose(up, expect, atol=1e-5)
+    plain = _call("STVSRDualStreamUpsample", model, images)[0]
+    assert not torch.allclose(up, plain, atol=1e-3)  # the user's model, not the shipped M_S
+    loaded = _call("LoadSTVSRModel", "stvsr-lite", "cpu", "fp32", upscale_model=upscaler)[0]
+    assert torch.allclose(_call("STVSRSpatialUpscale", loaded, images)[0], expect, atol=1e-5)
+    torch.save(Compact(num_feat=8, num_conv=1, upscale=4).state_dict(), tmp_path / "4x.pth")
+    x4 = spandrel.ModelLoader().load_from_file(str(tmp_path / "4x.pth"))
+    with pytest.raises(InputError, match="Dual-Stream Upsample: the upscaler is x4"):
+        _call("STVSRDualStreamUpsample", model, images, upscale_model=x4)
+
+
+def test_quality_model_is_offered_and_missing_backbones_are_named(monkeypatch, tmp_path):
+    choices = N["LoadSTVSRModel"].INPUT_TYPES()["required"]["model_name"][0]
+    assert "stvsr-quality" in choices
+    monkeypatch.setenv("STVSR_BACKBONES", str(tmp_path))
+    with pytest.raises(WeightsError, match="Load STVSR Model: pretrained backbone .* `stvsr fetch-backbones`"):
+        _call("LoadSTVSRModel", "stvsr-quality", "cpu", "auto")

@@ -294,3 +294,23 @@ def test_nothing_printed_to_stdout(shim_dir, tmp_path):
     assert header.startswith(b"YUV4MPEG2 C420 W1280 H544 F50:1")
     frame_bytes = 1280 * 544 * 3 // 2
     assert rest.count(b"FRAME\n") == 4 and len(rest) == 4 * (len(b"FRAME\n") + frame_bytes)
+
+
+def test_quality_model_in_the_filter(shim_dir, monkeypatch, tmp_path):
+    """model="stvsr-quality": the pretrained backbones through the same filter, equal to the engine;
+    without them installed, one vs.Error naming the command that installs them."""
+    from stvsr_core.backbones import store
+    if not all(store.installed(n) for n in ("spanx2_ch48", "rife-4.25")):
+        from helpers import require_backbones
+        require_backbones("stvsr-quality's backbones are not installed")
+    rgb = source(40, 2).resize.Bicubic(width=160, height=68, format=vs.RGBS, matrix_in_s="170m")
+    out = core.stvsr.Upsample(rgb, model="stvsr-quality", exact_double=False)
+    assert (out.num_frames, out.width, out.height) == (3, 320, 136)
+    got = np.stack([planes(out.get_frame(i)) for i in range(3)])
+    frames = [torch.from_numpy(planes(rgb.get_frame(i)).copy()) for i in range(2)]
+    expected = np.stack([f.numpy() for f in Engine(load_model("stvsr-quality"), "cpu").run(frames)])
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    monkeypatch.setenv("STVSR_BACKBONES", str(tmp_path))
+    monkeypatch.setattr("vs_plugin.filter._MODELS", {})
+    with pytest.raises(vs.Error, match="stvsr fetch-backbones"):
+        core.stvsr.Upsample(rgb, model="stvsr-quality")
