@@ -99,6 +99,11 @@ class DualStream(nn.Module):
     def spatial(self, L: torch.Tensor) -> torch.Tensor:
         return self.M_S(L)
 
+    @property
+    def needs_cue(self) -> bool:
+        """True when F reads the low-res frames too (through `cue`), not only the two streams."""
+        return self._dis is not None
+
     def cue(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5) -> torch.Tensor | None:
         """F's extra input when its config asks for one (`inputs: streams+dis_error`): DIS's warp
         error at low resolution, upsampled to the output size; None for the paper's F."""
@@ -111,7 +116,8 @@ class DualStream(nn.Module):
         """Returns (M_st, M_ts, H_F)."""
         h, w = H_st.shape[-2:]
         pad = lambda x: None if x is None else pad_to_multiple(x, self.F.size_multiple)
-        M_st, M_ts = (m[..., :h, :w] for m in self.F(pad(H_st), pad(H_ts), pad(cue)))
+        inputs = [pad(x) for x in (H_st, H_ts, cue) if x is not None]  # (a compiled F takes tensors only)
+        M_st, M_ts = (m[..., :h, :w] for m in self.F(*inputs))
         return M_st, M_ts, M_st * H_st + M_ts * H_ts
 
     def interpolate(self, L0, L1, H0, H1, t=0.5):

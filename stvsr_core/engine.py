@@ -221,7 +221,7 @@ class Engine:
         if H_st.shape != H_ts.shape:
             raise InputError(f"the two streams differ in shape: H_st {tuple(H_st.shape)} vs H_ts "
                              f"{tuple(H_ts.shape)}: feed both from the same Dual-Stream output")
-        if self.model.F.needs_cue:
+        if self.model.needs_cue:
             raise InputError("this model's F also reads the low-res frames (a DIS warp-error cue), which "
                              "the streams alone do not carry: run the whole model (STVSR Upsample / Engine.run)")
         return tuple(self._high_res(lambda a, b: list(self.model.fuse(a, b)), H_st, H_ts))

@@ -38,7 +38,7 @@ def build(model, sampler, folder: Path, samples: int, block: int = 16, bf16: boo
         path = folder / f"streams_{i // block:04d}.safetensors"
         n = min(block, samples - i)
         has = load_file(str(path)) if path.is_file() else None
-        if has is not None and ("cue" in has or not model.F.needs_cue):
+        if has is not None and ("cue" in has or not model.needs_cue):
             done += n
             continue
         sampler.rng = np.random.default_rng(1_000_003 * (i // block + 1))  # a block is the same when resumed

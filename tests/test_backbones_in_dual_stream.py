@@ -223,4 +223,4 @@ def test_stream_cache_round_trip(backbones, tmp_path):
     cached = load_file(str(blocks[0]))
     assert (cached["H_st"].float() - H_st.clamp(0, 1)).abs().max() < 2e-3  # float16 storage
     b = stream_cache.StreamSampler(folder, crop=64).batch(4)
-    assert b.H_st.shape == b.H_ts.shape == b.target.shape == (4, 3, 64, 64) and b.cue is None
+    assert b.H_st.shape == b.H_ts.shape == b.target.shape == (4, 3, 64, 64) and b.cue.shape == (4, 1, 64, 64)
