@@ -115,8 +115,8 @@ class DualStream(nn.Module):
     def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor, cue: torch.Tensor | None = None):
         """Returns (M_st, M_ts, H_F)."""
         h, w = H_st.shape[-2:]
-        pad = lambda x: None if x is None else pad_to_multiple(x, self.F.size_multiple)
-        inputs = [pad(x) for x in (H_st, H_ts, cue) if x is not None]  # (a compiled F takes tensors only)
+        # a compiled F (torch-compile, OpenVINO) takes tensors only: no None for a missing cue
+        inputs = [pad_to_multiple(x, self.F.size_multiple) for x in (H_st, H_ts, cue) if x is not None]
         M_st, M_ts = (m[..., :h, :w] for m in self.F(*inputs))
         return M_st, M_ts, M_st * H_st + M_ts * H_ts
 
