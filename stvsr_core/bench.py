@@ -112,8 +112,8 @@ def stage_seconds(engine: Engine, L0: torch.Tensor, L1: torch.Tensor, runs: int)
             else:
                 hr = lambda: M_T(H0, H1)
             times["M_T (high-res)"] = median_time(hr, runs)
-        else:  # a per-resolution M_T runs one interpolator at each resolution
-            low, high = getattr(M_T, "low", M_T), getattr(M_T, "high", M_T)
+        else:
+            low, high = m.interpolators()
             times["M_T (low-res)"] = median_time(lambda: low(L0, L1), runs)
             times["M_T (high-res)"] = median_time(lambda: high(H0, H1), runs)
         Hc0, Hc1 = channels_last(H0), channels_last(H1)

@@ -120,6 +120,11 @@ class DualStream(nn.Module):
         M_st, M_ts = (m[..., :h, :w] for m in self.F(*inputs))
         return M_st, M_ts, M_st * H_st + M_ts * H_ts
 
+    def interpolators(self):
+        """(the M_T that makes L_mid, the M_T that makes H_st): the same network, unless M_T is
+        one per resolution (PerResolutionMT). For timing and FLOP counts of each step."""
+        return getattr(self.M_T, "low", self.M_T), getattr(self.M_T, "high", self.M_T)
+
     def interpolate(self, L0, L1, H0, H1, t=0.5):
         """The two M_T calls: L_mid (for stream T->S) and H_st (stream S->T). Flow-based M_T needs
         the whole frame to follow large motion, so engines never tile this step. An M_T with a

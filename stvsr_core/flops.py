@@ -23,7 +23,7 @@ def stage_flops(model: DualStream, width: int = 480, height: int = 270) -> dict:
     L = pad_to_multiple(torch.rand(1, 3, height, width), model.size_multiple)
     with torch.inference_mode():
         H = model.spatial(L)
-    low, high = getattr(model.M_T, "low", model.M_T), getattr(model.M_T, "high", model.M_T)  # per-resolution M_T
+    low, high = model.interpolators()
     counted = lambda m: any(True for _ in m.parameters())  # DIS (OpenCV) has none and is not counted
     res = {
         "M_S": _count(model.M_S, L),

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones.adapters import SpanSR
+
 
 def bicubic_up(x: torch.Tensor, scale: int) -> torch.Tensor:
     """The skip path of every M_S: the networks only learn the detail bicubic misses.
@@ -86,9 +88,5 @@ class Bicubic(nn.Module):
         return bicubic_up(L, self.scale)
 
 
-def _span(**kw):
-    from .backbones.adapters import SpanSR  # pretrained backbone: weights from the backbone store
-    return SpanSR(**kw)
-
-
-SPATIAL = {"espcn": ESPCN, "unshuffle_sr": UnshuffleSR, "bicubic": Bicubic, "span": _span}
+# "span": pretrained, its weights come from the backbone store (stvsr fetch-backbones)
+SPATIAL = {"espcn": ESPCN, "unshuffle_sr": UnshuffleSR, "bicubic": Bicubic, "span": SpanSR}

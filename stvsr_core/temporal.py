@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones.adapters import PerResolutionMT, RifeMT
 from .warp import backward_warp, intermediate_flows
 
 
@@ -133,22 +134,25 @@ class DISInterp(nn.Module):
         return self.synthesize(I0, I1, flows, t)
 
     @staticmethod
-    def synthesize(I0, I1, flows, t=0.5) -> torch.Tensor:
-        """The frame at time t from both frames and their flows (f01, f10)."""
+    def _warped(I0, I1, flows, t):
+        """Both frames backward-warped to time t, and t as a [B, 1, 1, 1] tensor."""
         with torch.no_grad():
             t_ = torch.as_tensor(t, dtype=torch.float32, device=I0.device).reshape(-1, 1, 1, 1)
             ft0, ft1 = intermediate_flows(*flows, t_)
-        out = (1 - t_) * backward_warp(I0.float(), ft0) + t_ * backward_warp(I1.float(), ft1)
-        return out.to(I0.dtype)
+        return backward_warp(I0.float(), ft0), backward_warp(I1.float(), ft1), t_
+
+    @classmethod
+    def synthesize(cls, I0, I1, flows, t=0.5) -> torch.Tensor:
+        """The frame at time t from both frames and their flows (f01, f10)."""
+        w0, w1, t_ = cls._warped(I0, I1, flows, t)
+        return ((1 - t_) * w0 + t_ * w1).to(I0.dtype)
 
     def warp_error(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
         """[B, 1, H, W]: how much the two frames, warped to time t, disagree. Small where the
         flow holds (no occlusion, no failure): a per-pixel reliability map of DIS."""
         with torch.no_grad():
-            flows = self.flows(I0, I1)
-            t_ = torch.as_tensor(t, dtype=torch.float32, device=I0.device).reshape(-1, 1, 1, 1)
-            ft0, ft1 = intermediate_flows(*flows, t_)
-            return (backward_warp(I0.float(), ft0) - backward_warp(I1.float(), ft1)).abs().mean(1, keepdim=True)
+            w0, w1, _ = self._warped(I0, I1, self.flows(I0, I1), t)
+            return (w0 - w1).abs().mean(1, keepdim=True)
 
     @staticmethod
     def upsample_flows(flows, size):
@@ -166,14 +170,5 @@ class DISInterp(nn.Module):
         return self.synthesize(L0, L1, flows, t), self.synthesize(H0, H1, up, t)
 
 
-def _rife(**kw):
-    from .backbones.adapters import RifeMT  # pretrained backbone: weights from the backbone store
-    return RifeMT(**kw)
-
-
-def _per_resolution(**kw):
-    from .backbones.adapters import PerResolutionMT
-    return PerResolutionMT(**kw)
-
-
-TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "rife": _rife, "per_resolution": _per_resolution}
+# "rife": pretrained, its weights come from the backbone store (stvsr fetch-backbones)
+TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "rife": RifeMT, "per_resolution": PerResolutionMT}

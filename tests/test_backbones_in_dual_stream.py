@@ -224,3 +224,20 @@ def test_stream_cache_round_trip(backbones, tmp_path):
     assert (cached["H_st"].float() - H_st.clamp(0, 1)).abs().max() < 2e-3  # float16 storage
     b = stream_cache.StreamSampler(folder, crop=64).batch(4)
     assert b.H_st.shape == b.H_ts.shape == b.target.shape == (4, 3, 64, 64) and b.cue.shape == (4, 1, 64, 64)
+
+
+def test_peer_pipeline_is_span_then_rife(backbones):
+    """The peer rows of `stvsr eval`: SPAN on ncnn, RIFE, composed by the same DualStream.streams;
+    equal to stvsr's own SPAN + RIFE streams (torch SPAN reproduces ncnn)."""
+    pytest.importorskip("ncnn")
+    from stvsr_core.backbones.peers import PeerPipeline
+    ours = DualStream(RIFE_BOTH)
+    load_pretrained(ours)
+    ours.eval()
+    L0, L1 = pair()
+    p = PeerPipeline()(L0, L1)
+    with torch.inference_mode():
+        H0, H1 = ours.spatial(L0), ours.spatial(L1)
+        _, H_st, H_ts = ours.streams(L0, L1, H0, H1)
+    assert (p["H_prev"] - H0).abs().max() < 1e-4
+    assert (p["S->T"] - H_st).abs().max() < 1e-3 and (p["T->S"] - H_ts).abs().max() < 1e-3

