@@ -29,7 +29,7 @@ def add_parser(sub):
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's step count")
     p.add_argument("--max-frames", type=int, default=300, help="frames kept per clip")
     p.add_argument("--init", nargs="+", default=[], metavar="FILE:PART",
-                   help="start sub-networks from trained ones, e.g. runs/a/stage1.pt:M_S other.safetensors:M_T "
+                   help="start sub-networks from trained ones, e.g. runs/a/stage1.safetensors:M_S other.safetensors:M_T "
                         "(the paper pre-trains M_S and M_T independently, so they can be shared across combos)")
     p.add_argument("--cache-samples", type=int, default=0,
                    help="recipes on frozen pretrained backbones: samples in the stream cache (0: the recipe's)")
@@ -97,12 +97,17 @@ PARTS = ("M_S", "M_T", "F", "R")
 
 
 def init_part(model: DualStream, path: str, part: str) -> None:
-    """Copy one sub-network's tensors (M_S, M_T, F or R) from a weights file or a stage checkpoint."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    """Copy one sub-network's tensors (M_S, M_T, F or R) from a weights file or a stage checkpoint,
+    both safetensors: nothing is ever unpickled."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .checkpoint import is_checkpoint, model_state, read_checkpoint
+    try:
+        state = model_state(read_checkpoint(path)[0]) if is_checkpoint(path) else load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SystemExit(f"stvsr train: --init {path}: not a safetensors weights file or stage checkpoint "
+                         f"({str(e).splitlines()[0]}); convert .pt/.pth files to .safetensors first") from None
     sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
     try:
         getattr(model, part).load_state_dict(sub, strict=True)

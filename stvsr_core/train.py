@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .checkpoint import load_checkpoint, model_state, read_checkpoint, save_checkpoint
 from .degrade import downsample
 from .dual_stream import DualStream
 from .stream_cache import StreamBatch
@@ -110,10 +111,14 @@ def _seed(seed: int):
     torch.manual_seed(seed)
 
 
+def checkpoint_path(out: Path, stage: int) -> Path:
+    return out / f"stage{stage}.safetensors"
+
+
 def run_stage(model: DualStream, sampler, stage: int, spec: StageSpec, out: Path, checkpoint_every: int = 250,
               seed: int = 0) -> None:
-    """Train one stage; resumes from out/stage{N}.pt when present."""
-    ckpt = out / f"stage{stage}.pt"
+    """Train one stage; resumes from out/stage{N}.safetensors when present."""
+    ckpt = checkpoint_path(out, stage)
     params = stage_parameters(model, stage)
     if not params:
         return
@@ -128,13 +133,8 @@ def run_stage(model: DualStream, sampler, stage: int, spec: StageSpec, out: Path
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i / spec.steps, 1))))
     step = 0
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = state["step"]
-        sampler.rng = state["sampler_rng"] if _rank() == 0 else np.random.default_rng(seed + step + _rank())
-        torch.set_rng_state(state["torch_rng"])
+        step, rng = load_checkpoint(ckpt, model, opt, sched)
+        sampler.rng = rng if _rank() == 0 else np.random.default_rng(seed + step + _rank())
     else:
         _seed(seed + 1000 * stage + _rank())
     sampler.crop = spec.crop
@@ -164,10 +164,7 @@ def run_stage(model: DualStream, sampler, stage: int, spec: StageSpec, out: Path
                                  f"{sched.get_last_lr()[0]:.2e}", f"{time.time() - t0:.1f}"])
                 fh.flush()
             if (step % checkpoint_every == 0 or step == spec.steps) and _rank() == 0:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                            "step": step, "sampler_rng": sampler.rng, "torch_rng": torch.get_rng_state()}, tmp)
-                os.replace(tmp, ckpt)
+                save_checkpoint(ckpt, model, opt, sched, step, sampler.rng)
     bar.close()
     model.eval()
 
@@ -177,11 +174,14 @@ def train(model: DualStream, sampler, out: str | Path, stages: dict[int, StageSp
     """Run the requested stages in order (each resumes from its checkpoint) and return the model."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    pickled = sorted(out.glob("stage*.pt"))
+    if pickled:
+        raise SystemExit(f"stvsr train: {pickled[0]} is a pickled checkpoint of an older stvsr, which is never "
+                         f"unpickled (it could run code): delete it, or train into a new --out folder")
     for stage in sorted(stages):
-        prev = out / f"stage{stage}.pt"
-        if not prev.exists():  # start this stage from the previous stage's result
-            earlier = [out / f"stage{s}.pt" for s in sorted(stages) if s < stage]
+        if not checkpoint_path(out, stage).exists():  # start this stage from the previous stage's result
+            earlier = [checkpoint_path(out, s) for s in sorted(stages) if s < stage]
             if earlier and earlier[-1].exists():
-                model.load_state_dict(torch.load(earlier[-1], map_location="cpu", weights_only=False)["model"])
+                model.load_state_dict(model_state(read_checkpoint(earlier[-1])[0]))
         run_stage(model, sampler, stage, stages[stage], out, checkpoint_every, seed)
     return model

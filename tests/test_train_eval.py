@@ -30,7 +30,7 @@ def test_train_runs_stages_resumes_and_writes_weights(tmp_path):
     assert main(args) == 0
     model = load_weights(out / "model.safetensors")
     assert model.config["spatial"]["arch"] == "unshuffle_sr"
-    assert (out / "stage1.pt").exists() and (out / "stage2.pt").exists()
+    assert (out / "stage1.safetensors").exists() and (out / "stage2.safetensors").exists()
     rows = list(csv.DictReader(open(out / "loss_log.csv")))
     assert {r["stage"] for r in rows} == {"1", "2"}
     assert all(np.isfinite(float(r["loss"])) for r in rows)
@@ -117,6 +117,7 @@ class _Sampler:
 
 def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
     from stvsr_core import DualStream
+    from stvsr_core.checkpoint import read_checkpoint
     from stvsr_core.train import StageSpec, run_stage
 
     spec = StageSpec(steps=6, lr=1e-3, batch=2, crop=64)
@@ -124,9 +125,8 @@ def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
     model = DualStream()
     with pytest.raises(KeyboardInterrupt):
         run_stage(model, _Sampler(fail_at=5), 2, spec, tmp_path, checkpoint_every=2)
-    state = torch.load(tmp_path / "stage2.pt", weights_only=False)
-    assert state["step"] == 4  # the last checkpoint before the kill
+    assert read_checkpoint(tmp_path / "stage2.safetensors")[1]["step"] == 4  # the last checkpoint before the kill
     sampler = _Sampler()
     run_stage(DualStream(), sampler, 2, spec, tmp_path, checkpoint_every=2)
     assert sampler.n == 2  # only the two missing steps were run
-    assert torch.load(tmp_path / "stage2.pt", weights_only=False)["step"] == 6
+    assert read_checkpoint(tmp_path / "stage2.safetensors")[1]["step"] == 6
