@@ -1,8 +1,9 @@
 """ComfyUI entry point: clone this repository into ComfyUI/custom_nodes and restart ComfyUI.
 
-Only ComfyUI imports this file (the pip package is `stvsr_core`); it exports the node mappings
+ComfyUI imports this file as a package (the pip package is `stvsr_core`); it exports the node mappings
 and the folder of example workflows shown in ComfyUI's template browser.
 """
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:  # ComfyUI imports this folder as a package; pytest may import the bare file (any clone name)
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
