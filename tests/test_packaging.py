@@ -23,3 +23,18 @@ def test_tests_run_in_a_clone_whose_name_is_not_an_identifier(tmp_path, name):
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout[-2000:]
     assert " passed" in r.stdout and "error" not in r.stdout.lower()
+
+
+def test_the_wheel_builds_without_warnings_and_carries_the_data(tmp_path):
+    """assets/ and weights/ are declared packages: no setuptools 'Package would be ignored' warnings."""
+    import zipfile
+    src = tmp_path / "src"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(src)], check=True)
+    (src / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())  # this tree's
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", ".", "--no-deps", "--no-build-isolation",
+                        "-w", str(tmp_path / "wheel")], cwd=src, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "warn" not in (r.stdout + r.stderr).lower(), r.stderr[-3000:]
+    names = zipfile.ZipFile(next((tmp_path / "wheel").glob("*.whl"))).namelist()
+    assert "stvsr_core/assets/bikes_short.mp4" in names
+    assert "stvsr_core/weights/stvsr-fast.safetensors" in names
