@@ -15,7 +15,7 @@ from .backends import BACKENDS
 from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
 from .scenecut import DEFAULT_THRESHOLD
-from .video_io import DEMO_CLIP, MediaError, open_writer, read_frames
+from .video_io import DEMO_CLIP, MediaError, keeps_rotation, open_writer, read_frames, upright
 from .weights import WeightsError
 
 
@@ -92,6 +92,12 @@ def _run(args) -> int:
     src = read_frames(args.input)
     if src.count is not None and src.count < 2:
         raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames")
+    keep = keeps_rotation(args.output)
+    turn = 0 if keep else src.rotation  # applied to the frames where the output has no display matrix
+    if src.display_matrix and not keep and (src.mirrored or turn % 90):
+        raise InputError(f"{args.input}: its display matrix {'mirrors' if src.mirrored else 'rotates'} "
+                         f"the picture{'' if src.mirrored else f' by {turn} degrees'}, which only a video "
+                         f"output keeps: write .mp4, .mov, .mkv or .webm")
     model = load_model(args.model)
     opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold or None,
                          exact_double=args.exact_double, fp16=args.fp16, bf16=args.bf16, backend=args.backend,
@@ -101,12 +107,16 @@ def _run(args) -> int:
     fps_out = fps_in * 2
     n_out = None if src.count is None else 2 * src.count - (0 if args.exact_double else 1)
     h, w = src.size
+    oh, ow = (w, h) if turn % 180 else (h, w)
+    rotated = f", rotated {src.rotation} degrees: {'kept' if keep else 'applied'}" if src.display_matrix else ""
     print(f"stvsr: {args.input} ({w}x{h}, {src.count or '?'} frames, {float(fps_in):.3f} fps) -> {args.output} "
-          f"({w * 2}x{h * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps) on {engine.precision}", file=sys.stderr)
+          f"({ow * 2}x{oh * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps{rotated}) on {engine.precision}",
+          file=sys.stderr)
     t0 = time.time()
-    frames = (_to_tensor(f) for f in src.frames)
+    frames = (_to_tensor(upright(f, turn)) for f in src.frames)
     with tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True) as bar, \
-            open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None) as writer:
+            open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None,
+                        src.display_matrix if keep else None) as writer:
         for out in engine.run(frames, total=src.count, progress=lambda d, n: bar.update(1)):
             writer.write(_to_rgb(out))
     dt = time.time() - t0

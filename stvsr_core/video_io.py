@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,8 @@ VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 ENCODERS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
             ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+# containers whose muxer writes a display matrix (AVI drops it, a folder of PNGs has none)
+KEEPS_ROTATION = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 
 
 class MediaError(ValueError):
@@ -39,8 +42,23 @@ class Source:
     frames: Iterator[np.ndarray]   # [H, W, 3] uint8 RGB
     count: int | None
     fps: Fraction | None
-    size: tuple[int, int]          # (height, width)
+    size: tuple[int, int]          # (height, width), as stored
     audio: bool = False
+    display_matrix: bytes | None = None  # FFmpeg's 3x3 int32 orientation matrix (phone video)
+    rotation: int = 0              # counter-clockwise degrees that show the stored frames upright
+
+    @property
+    def mirrored(self) -> bool:
+        """A display matrix with a flip (negative determinant), which `upright` cannot apply."""
+        if self.display_matrix is None:
+            return False
+        a, b, _, c, d, *_ = struct.unpack("=9i", self.display_matrix)
+        return a * d - b * c < 0
+
+
+def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation to the pixels, for outputs that cannot store it as metadata."""
+    return np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation % 360 else rgb
 
 
 def _natural_key(p: Path):
@@ -96,7 +114,8 @@ def _read_video(path: Path) -> Source:
                              "convert it, e.g. ffmpeg -i IN -pix_fmt yuv420p OUT") from None
 
     try:
-        first = to_rgb(next(decoded))
+        first_frame = next(decoded)
+        first = to_rgb(first_frame)
     except StopIteration:
         container.close()
         raise MediaError(f"{path}: the video stream has no decodable frames") from None
@@ -116,8 +135,10 @@ def _read_video(path: Path) -> Source:
             container.close()
 
     fps = stream.average_rate or stream.guessed_rate
+    matrix = first_frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
     return Source(path, gen(), stream.frames or None, Fraction(fps) if fps else None, first.shape[:2],
-                  audio=bool(container.streams.audio))
+                  audio=bool(container.streams.audio), display_matrix=bytes(matrix) if matrix else None,
+                  rotation=first_frame.rotation % 360 if matrix else 0)
 
 
 def read_frames(path: str | os.PathLike) -> Source:
@@ -185,16 +206,18 @@ class PngFolderWriter(_Writer):
 
 
 class VideoWriter(_Writer):
-    """Encodes RGB frames; copies the audio of `audio_from` when the container accepts it."""
+    """Encodes RGB frames; copies the audio of `audio_from` when the container accepts it, and
+    writes `display_matrix` (the input's orientation) when given."""
 
     def __init__(self, path: Path, fps: Fraction, overwrite: bool = False, audio_from: Path | None = None,
-                 crf: int = 17):
+                 crf: int = 17, display_matrix: bytes | None = None):
         super().__init__(path, overwrite)
         ext = path.suffix.lower()
         if ext not in ENCODERS:
             raise MediaError(f"{path}: unsupported output container {ext!r}: use one of "
                              f"{', '.join(sorted(ENCODERS))} or a folder name for PNGs")
         self.fps, self.audio_from, self.crf, self.codec = fps, audio_from, crf, ENCODERS[ext]
+        self.display_matrix = display_matrix
         self.container = av.open(str(self.partial), "w")
         self.stream = None
 
@@ -203,6 +226,8 @@ class VideoWriter(_Writer):
         s = self.container.add_stream(self.codec, rate=self.fps)
         s.width, s.height = w, h
         s.pix_fmt = "yuv420p"
+        if self.display_matrix is not None:
+            s.set_display_matrix(struct.unpack("=9i", self.display_matrix))
         if self.codec in ("libx264", "libvpx-vp9"):
             s.options = {"crf": str(self.crf)} | ({"b": "0"} if self.codec == "libvpx-vp9" else {})
         self.stream = s
@@ -248,12 +273,18 @@ class VideoWriter(_Writer):
             self.container.close()
 
 
+def keeps_rotation(path: str | os.PathLike) -> bool:
+    """Whether an output at `path` stores a display matrix (else the rotation is applied to the frames)."""
+    path = Path(path)
+    return not path.is_dir() and path.suffix.lower() in KEEPS_ROTATION
+
+
 def open_writer(path: str | os.PathLike, fps: Fraction, overwrite: bool = False,
-                audio_from: Path | None = None):
+                audio_from: Path | None = None, display_matrix: bytes | None = None):
     """A video file by extension, or a folder of PNGs when the path has no video extension."""
     path = Path(path)
     if path.suffix.lower() in VIDEO_EXTS:
-        return VideoWriter(path, fps, overwrite, audio_from)
+        return VideoWriter(path, fps, overwrite, audio_from, display_matrix=display_matrix)
     if path.suffix.lower() in IMAGE_EXTS:
         raise MediaError(f"{path}: output must be a video file or a folder (got an image name)")
     return PngFolderWriter(path, overwrite)

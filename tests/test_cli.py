@@ -148,3 +148,78 @@ def test_quality_model_from_the_command_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stvsr fetch-backbones" in err[0]
     assert not (tmp_path / "q2.mp4").exists()
+
+
+# -- real files as phones, editors and broken downloads make them ---------------------------------
+
+def _rgb(frames):
+    return [(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for f in frames]
+
+
+def _encode(path, frames, fps=25, pts=None, time_base=None, rotation=None, options=None):
+    """Encode with PyAV: optional timestamps (variable rate) and display rotation (phone video)."""
+    with av.open(str(path), "w", options=options or {}) as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        if time_base is not None:
+            s.codec_context.time_base = s.time_base = time_base
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            if pts is not None:
+                vf.pts, vf.time_base = pts[i], time_base
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _decoded(path):
+    """(frames as RGB arrays, their times in seconds, rotation of the first, container duration in s)."""
+    with av.open(str(path)) as c:
+        fs = list(c.decode(c.streams.video[0]))
+        return ([f.to_ndarray(format="rgb24") for f in fs], [f.pts * f.time_base for f in fs],
+                fs[0].rotation, c.duration / 1e6)
+
+
+def _mae(a, b):
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+
+
+@pytest.mark.parametrize("output, kept", [("out.mp4", True), ("out.mkv", True), ("out.avi", False), ("pngs", False)])
+def test_rotated_phone_video_stays_upright(tmp_path, untrained_file, output, kept):
+    """A display-matrix rotation is kept as the output's matrix, or applied to the frames where the
+    output cannot hold one (PNGs, AVI): either way the picture is shown upright."""
+    upright = _rgb(real_frames(start=30, count=3, size=(96, 48)))
+    src = _encode(tmp_path / "phone.mp4", [np.rot90(f, -1) for f in upright], rotation=90)  # stored sideways
+    out = tmp_path / output
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file)]) == 0
+    if out.is_dir():
+        first, rotation = np.array(Image.open(sorted(out.iterdir())[0])), 0
+    else:
+        frames, _, rotation, _ = _decoded(out)
+        first = frames[0]
+    assert rotation == (90 if kept else 0)
+    shown = np.rot90(first, rotation // 90)  # what a player displays
+    ref = np.array(Image.fromarray(upright[0]).resize((192, 96), Image.BICUBIC))
+    assert shown.shape == ref.shape
+    assert _mae(shown, ref) < 30 < _mae(shown, ref[::-1, ::-1])  # upright, not upside down (~62)
+
+
+def test_mirrored_video_to_pngs_is_refused(tmp_path, untrained_file, capsys):
+    """A flip in the display matrix cannot be applied as a rotation: one line, nothing written."""
+    src = tmp_path / "selfie.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 48, "yuv420p"
+        s.set_display_rotation(90, hflip=True)
+        for f in _rgb(real_frames(start=30, count=2, size=(96, 48))):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    code, msg = _error(capsys, [src, "-o", tmp_path / "pngs", "--model", untrained_file])
+    assert code == 2 and "mirrors the picture" in msg and "write .mp4" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["selfie.mp4"]
