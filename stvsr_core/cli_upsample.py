@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from fractions import Fraction
@@ -15,9 +16,11 @@ from .backends import BACKENDS
 from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
 from .scenecut import DEFAULT_THRESHOLD
+from .timeline import Timeline
 from .video_io import DEMO_CLIP, MediaError, keeps_rotation, open_writer, read_frames, upright
 from .weights import WeightsError
 
+log = logging.getLogger("stvsr")
 
 
 def add_parser(sub):
@@ -113,12 +116,22 @@ def _run(args) -> int:
           f"({ow * 2}x{oh * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps{rotated}) on {engine.precision}",
           file=sys.stderr)
     t0 = time.time()
-    frames = (_to_tensor(upright(f, turn)) for f in src.frames)
+    timeline = Timeline(fps_in)
+
+    def frames():
+        for t, rgb in src.timed:
+            timeline.add(t)
+            yield _to_tensor(upright(rgb, turn))
+
+    time_base = src.time_base / 2 if src.time_base else 1 / fps_out  # midpoints fall on half units
     with tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True) as bar, \
             open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None,
-                        src.display_matrix if keep else None) as writer:
-        for out in engine.run(frames, total=src.count, progress=lambda d, n: bar.update(1)):
-            writer.write(_to_rgb(out))
+                        src.display_matrix if keep else None, time_base) as writer:
+        for j, out in enumerate(engine.run(frames(), total=src.count, progress=lambda d, n: bar.update(1))):
+            writer.write(_to_rgb(out), timeline.output(j))
+    if timeline.repaired:
+        log.warning("%d frame(s) of %s had a missing or out-of-order timestamp: each was placed one frame "
+                    "period after the previous", timeline.repaired, args.input)
     dt = time.time() - t0
     print(f"stvsr: wrote {writer.count} frames in {dt:.1f} s ({writer.count / dt:.2f} frames/s), "
           f"{engine.stats['scene_cuts']} scene cut(s) kept as cuts", file=sys.stderr)

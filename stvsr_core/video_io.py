@@ -30,6 +30,8 @@ ENCODERS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "li
             ".webm": "libvpx-vp9", ".avi": "mpeg4"}
 # containers whose muxer writes a display matrix (AVI drops it, a folder of PNGs has none)
 KEEPS_ROTATION = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
+# containers that store one frame rate instead of a timestamp per frame
+CONSTANT_RATE = {".avi"}
 
 
 class MediaError(ValueError):
@@ -39,13 +41,18 @@ class MediaError(ValueError):
 @dataclass
 class Source:
     path: Path
-    frames: Iterator[np.ndarray]   # [H, W, 3] uint8 RGB
+    timed: Iterator[tuple[Fraction | None, np.ndarray]]  # (time in s, or None; [H, W, 3] uint8 RGB)
     count: int | None
     fps: Fraction | None
     size: tuple[int, int]          # (height, width), as stored
     audio: bool = False
     display_matrix: bytes | None = None  # FFmpeg's 3x3 int32 orientation matrix (phone video)
     rotation: int = 0              # counter-clockwise degrees that show the stored frames upright
+    time_base: Fraction | None = None  # unit of the stream's timestamps
+
+    @property
+    def frames(self) -> Iterator[np.ndarray]:
+        return (rgb for _, rgb in self.timed)
 
     @property
     def mirrored(self) -> bool:
@@ -86,9 +93,9 @@ def _read_folder(path: Path) -> Source:
     first = _image_rgb(files[0])
 
     def gen():
-        yield first
+        yield None, first
         for p in files[1:]:
-            yield _image_rgb(p)
+            yield None, _image_rgb(p)
 
     return Source(path, gen(), len(files), None, first.shape[:2])
 
@@ -123,12 +130,13 @@ def _read_video(path: Path) -> Source:
         container.close()
         raise MediaError(f"{path}: cannot decode video ({e})") from None
     log.debug("%s: %s, %s", path, stream.codec_context.name, fmt)
+    time = lambda f: None if f.pts is None else f.pts * stream.time_base
 
     def gen():
         try:
-            yield first
+            yield time(first_frame), first
             for f in decoded:
-                yield to_rgb(f)
+                yield time(f), to_rgb(f)
         except av.FFmpegError as e:
             raise MediaError(f"{path}: decoding failed part-way ({e})") from None
         finally:
@@ -138,7 +146,7 @@ def _read_video(path: Path) -> Source:
     matrix = first_frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
     return Source(path, gen(), stream.frames or None, Fraction(fps) if fps else None, first.shape[:2],
                   audio=bool(container.streams.audio), display_matrix=bytes(matrix) if matrix else None,
-                  rotation=first_frame.rotation % 360 if matrix else 0)
+                  rotation=first_frame.rotation % 360 if matrix else 0, time_base=stream.time_base)
 
 
 def read_frames(path: str | os.PathLike) -> Source:
@@ -197,7 +205,7 @@ class PngFolderWriter(_Writer):
         self._discard()
         self.partial.mkdir()
 
-    def write(self, rgb: np.ndarray):
+    def write(self, rgb: np.ndarray, time: Fraction | None = None):
         Image.fromarray(rgb).save(self.partial / f"{self.count:06d}.png", compress_level=1)
         self.count += 1
 
@@ -206,11 +214,11 @@ class PngFolderWriter(_Writer):
 
 
 class VideoWriter(_Writer):
-    """Encodes RGB frames; copies the audio of `audio_from` when the container accepts it, and
-    writes `display_matrix` (the input's orientation) when given."""
+    """Encodes RGB frames at their times (seconds) in `time_base`; copies the audio of `audio_from`
+    when the container accepts it, and writes `display_matrix` (the input's orientation) when given."""
 
     def __init__(self, path: Path, fps: Fraction, overwrite: bool = False, audio_from: Path | None = None,
-                 crf: int = 17, display_matrix: bytes | None = None):
+                 crf: int = 17, display_matrix: bytes | None = None, time_base: Fraction | None = None):
         super().__init__(path, overwrite)
         ext = path.suffix.lower()
         if ext not in ENCODERS:
@@ -218,12 +226,18 @@ class VideoWriter(_Writer):
                              f"{', '.join(sorted(ENCODERS))} or a folder name for PNGs")
         self.fps, self.audio_from, self.crf, self.codec = fps, audio_from, crf, ENCODERS[ext]
         self.display_matrix = display_matrix
+        self.constant = ext in CONSTANT_RATE
+        if self.constant:  # one rate for the whole file; MPEG-4 allows time-base denominators up to 65535
+            self.fps = fps.limit_denominator(1001)
+        self.time_base = 1 / self.fps if self.constant or time_base is None else time_base
+        self._t0 = None
         self.container = av.open(str(self.partial), "w")
         self.stream = None
 
     def _open_stream(self, h: int, w: int):
         """Video and audio streams must both exist before the first packet is written."""
         s = self.container.add_stream(self.codec, rate=self.fps)
+        s.codec_context.time_base = s.time_base = self.time_base
         s.width, s.height = w, h
         s.pix_fmt = "yuv420p"
         if self.display_matrix is not None:
@@ -244,10 +258,25 @@ class VideoWriter(_Writer):
             if self._audio is None:
                 src.close()
 
-    def write(self, rgb: np.ndarray):
+    def _pts(self, time: Fraction | None) -> int:
+        """`time` in the time base; in a constant-rate container the frame's index, refused when
+        that would show the frame over half a period away from its time."""
+        if time is None:
+            return self.count
+        if not self.constant:
+            return round(time / self.time_base)
+        self._t0 = time if self._t0 is None else self._t0
+        if abs(time - self._t0 - self.count / self.fps) > 1 / (2 * self.fps):
+            raise MediaError(f"{self.path}: the input has a variable frame rate, which {self.path.suffix} "
+                             "cannot store: write .mkv, .mp4 or .mov to keep its timing")
+        return self.count
+
+    def write(self, rgb: np.ndarray, time: Fraction | None = None):
+        pts = self._pts(time)
         if self.stream is None:
             self._open_stream(*rgb.shape[:2])
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts, frame.time_base = pts, self.time_base
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.count += 1
@@ -280,11 +309,12 @@ def keeps_rotation(path: str | os.PathLike) -> bool:
 
 
 def open_writer(path: str | os.PathLike, fps: Fraction, overwrite: bool = False,
-                audio_from: Path | None = None, display_matrix: bytes | None = None):
+                audio_from: Path | None = None, display_matrix: bytes | None = None,
+                time_base: Fraction | None = None):
     """A video file by extension, or a folder of PNGs when the path has no video extension."""
     path = Path(path)
     if path.suffix.lower() in VIDEO_EXTS:
-        return VideoWriter(path, fps, overwrite, audio_from, display_matrix=display_matrix)
+        return VideoWriter(path, fps, overwrite, audio_from, display_matrix=display_matrix, time_base=time_base)
     if path.suffix.lower() in IMAGE_EXTS:
         raise MediaError(f"{path}: output must be a video file or a folder (got an image name)")
     return PngFolderWriter(path, overwrite)

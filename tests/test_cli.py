@@ -223,3 +223,46 @@ def test_mirrored_video_to_pngs_is_refused(tmp_path, untrained_file, capsys):
     code, msg = _error(capsys, [src, "-o", tmp_path / "pngs", "--model", untrained_file])
     assert code == 2 and "mirrors the picture" in msg and "write .mp4" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["selfie.mp4"]
+
+
+VFR_STEPS_MS = [33, 33, 67, 33, 17, 50, 33, 100, 33, 33, 200]  # a phone dropping and bunching frames
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_variable_frame_rate_keeps_timestamps(tmp_path, untrained_file, ext):
+    """Each input frame keeps its time, each in-between frame sits at the midpoint of its pair,
+    so the clip lasts as long as the input (and its audio stays in sync)."""
+    pts = np.cumsum([0] + VFR_STEPS_MS).tolist()
+    src = _encode(tmp_path / "vfr.mp4", _rgb(real_frames(start=30, count=len(pts), size=(96, 48))),
+                  fps=30, pts=pts, time_base=Fraction(1, 1000))
+    t_in = _decoded(src)[1]
+    assert t_in == [Fraction(p, 1000) for p in pts]
+    out = tmp_path / f"out{ext}"
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file)]) == 0
+    t_out = _decoded(out)[1]
+    want = [t for a, b in zip(t_in, t_in[1:]) for t in (a, (a + b) / 2)] + [t_in[-1]]
+    assert len(t_out) == len(want)
+    # the last frame at the input's last time (0.632 s; 0.457 s before), Matroska rounds to 1 ms
+    assert max(abs(float(a - b)) for a, b in zip(t_out, want)) <= 0.001
+
+
+@pytest.mark.parametrize("extra", [[], ["--exact-double"]])
+def test_constant_rate_stays_exact(tmp_path, untrained_file, extra):
+    """NTSC 30000/1001 in, exactly 60000/1001 out, every frame one output period apart."""
+    src = _encode(tmp_path / "ntsc.mp4", _rgb(real_frames(start=30, count=5, size=(96, 48))), fps=Fraction(30000, 1001))
+    out = tmp_path / "out.mp4"
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file), *extra]) == 0
+    t_out = _decoded(out)[1]
+    assert len(t_out) == (10 if extra else 9)
+    assert _probe(out)[2] == Fraction(60000, 1001)
+    assert {b - a for a, b in zip(t_out, t_out[1:])} == {Fraction(1001, 60000)}
+
+
+def test_variable_frame_rate_to_avi_is_refused(tmp_path, untrained_file, capsys):
+    """AVI stores one frame rate: refuse variable-rate input with the fix instead of drifting."""
+    pts = np.cumsum([0] + VFR_STEPS_MS).tolist()
+    src = _encode(tmp_path / "vfr.mp4", _rgb(real_frames(start=30, count=len(pts), size=(96, 48))),
+                  fps=30, pts=pts, time_base=Fraction(1, 1000))
+    code, msg = _error(capsys, [src, "-o", tmp_path / "out.avi", "--model", untrained_file])
+    assert code == 2 and "variable frame rate" in msg and ".mkv" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vfr.mp4"]
