@@ -135,4 +135,10 @@ def _run(args) -> int:
     dt = time.time() - t0
     print(f"stvsr: wrote {writer.count} frames in {dt:.1f} s ({writer.count / dt:.2f} frames/s), "
           f"{engine.stats['scene_cuts']} scene cut(s) kept as cuts", file=sys.stderr)
+    if src.error:  # a truncated file: the output is valid but shorter, and the caller must know
+        announced = f" of {src.count} announced" if src.count else ""
+        print(f"stvsr upsample: warning: {args.input}: {src.error}: wrote {writer.count} frames from its first "
+              f"{timeline.n}{announced} frames to {args.output}, shorter than the input: repair or "
+              "re-download the input for the rest", file=sys.stderr)
+        return 3
     return 0

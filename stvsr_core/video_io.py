@@ -49,6 +49,7 @@ class Source:
     display_matrix: bytes | None = None  # FFmpeg's 3x3 int32 orientation matrix (phone video)
     rotation: int = 0              # counter-clockwise degrees that show the stored frames upright
     time_base: Fraction | None = None  # unit of the stream's timestamps
+    error: str | None = None       # set when decoding stopped short of the end the header announced
 
     @property
     def frames(self) -> Iterator[np.ndarray]:
@@ -131,22 +132,44 @@ def _read_video(path: Path) -> Source:
         raise MediaError(f"{path}: cannot decode video ({e})") from None
     log.debug("%s: %s, %s", path, stream.codec_context.name, fmt)
     time = lambda f: None if f.pts is None else f.pts * stream.time_base
+    fps = stream.average_rate or stream.guessed_rate
+    period = 1 / Fraction(fps) if fps else Fraction(1, 25)
 
     def gen():
+        """Frames until the stream ends; a file cut short (a failed download) ends the clip there
+        with `error` set, so what was decoded is still written."""
+        f, n = first_frame, 1
         try:
-            yield time(first_frame), first
+            yield time(f), first
             for f in decoded:
+                n += 1
                 yield time(f), to_rgb(f)
         except av.FFmpegError as e:
-            raise MediaError(f"{path}: decoding failed part-way ({e})") from None
+            src.error = f"decoding failed after frame {n} ({e})"
+        else:
+            end, slack = _announced_end(container, stream, period)
+            last = (time(f) or 0) + (f.duration * stream.time_base if f.duration else period)
+            if end is not None and last < end - slack:
+                src.error = f"the video ends at {float(last):.2f} s of {float(end):.2f} s announced"
         finally:
             container.close()
 
-    fps = stream.average_rate or stream.guessed_rate
     matrix = first_frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
-    return Source(path, gen(), stream.frames or None, Fraction(fps) if fps else None, first.shape[:2],
-                  audio=bool(container.streams.audio), display_matrix=bytes(matrix) if matrix else None,
-                  rotation=first_frame.rotation % 360 if matrix else 0, time_base=stream.time_base)
+    src = Source(path, gen(), stream.frames or None, Fraction(fps) if fps else None, first.shape[:2],
+                 audio=bool(container.streams.audio), display_matrix=bytes(matrix) if matrix else None,
+                 rotation=first_frame.rotation % 360 if matrix else 0, time_base=stream.time_base)
+    return src
+
+
+def _announced_end(container, stream, period: Fraction) -> tuple[Fraction | None, Fraction]:
+    """Where the header says the video ends (s), and how far short of it still counts as complete:
+    one frame for the stream's own duration (an edit list may hide a frame or two), a second for the
+    container's, which other streams (audio) may outlast the video by."""
+    if stream.duration:
+        return ((stream.start_time or 0) + stream.duration) * stream.time_base, period
+    if container.duration:
+        return Fraction((container.start_time or 0) + container.duration, av.time_base), max(period, Fraction(1))
+    return None, period
 
 
 def read_frames(path: str | os.PathLike) -> Source:

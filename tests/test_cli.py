@@ -266,3 +266,29 @@ def test_variable_frame_rate_to_avi_is_refused(tmp_path, untrained_file, capsys)
     code, msg = _error(capsys, [src, "-o", tmp_path / "out.avi", "--model", untrained_file])
     assert code == 2 and "variable frame rate" in msg and ".mkv" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vfr.mp4"]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_truncated_input_keeps_what_was_decoded(tmp_path, untrained_file, capsys, ext):
+    """A download cut at a quarter: a valid shorter output, one line saying how much, exit 3."""
+    frames = _rgb(real_frames(start=0, count=59, size=(160, 68)))
+    full = _encode(tmp_path / f"full{ext}", frames, options={"movflags": "faststart"} if ext == ".mp4" else None)
+    src = tmp_path / f"cut{ext}"
+    src.write_bytes(full.read_bytes()[: full.stat().st_size // 4])
+    full.unlink()
+    out = tmp_path / "out.mkv"
+    code, msg = _error(capsys, [src, "-o", out, "--model", untrained_file])
+    n = _probe(out)[0]
+    assert code == 3 and 3 <= n < 59 and f"wrote {n} frames" in msg and "shorter" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name, "out.mkv"]
+
+
+def test_trimmed_input_is_not_reported_as_truncated(tmp_path, untrained_file):
+    """An edit list that hides frames (a stream copy cut mid-GOP) announces more frames than it shows."""
+    import shutil
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    full = _encode(tmp_path / "full.mp4", _rgb(real_frames(start=0, count=30, size=(96, 48))))
+    src = tmp_path / "trim.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "0.5", "-i", str(full), "-c", "copy", str(src)], check=True)
+    assert main(["upsample", str(src), "-o", str(tmp_path / "out.mp4"), "--model", str(untrained_file)]) == 0
