@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from fractions import Fraction
 
@@ -17,7 +19,7 @@ from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
 from .scenecut import DEFAULT_THRESHOLD
 from .timeline import Timeline
-from .video_io import DEMO_CLIP, MediaError, keeps_rotation, open_writer, read_frames, upright
+from .video_io import DEMO_CLIP, MediaError, check_output, keeps_rotation, open_writer, read_frames, upright
 from .weights import WeightsError
 
 log = logging.getLogger("stvsr")
@@ -80,7 +82,17 @@ def _to_rgb(x: torch.Tensor) -> np.ndarray:
     return x.mul(255).round_().byte().permute(1, 2, 0).contiguous().numpy()
 
 
+class Terminated(BaseException):
+    """SIGTERM (a job scheduler, `kill`), raised where the run is, so the writer cleans up as on Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(args) -> int:
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return _run(args)
     except (MediaError, InputError, WeightsError) as e:
@@ -89,9 +101,16 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print("stvsr upsample: interrupted; no output written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("stvsr upsample: terminated; no output written", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args) -> int:
+    check_output(args.output, args.input, args.overwrite)  # before decoding and the model
     src = read_frames(args.input)
     if src.count is not None and src.count < 2:
         raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames")

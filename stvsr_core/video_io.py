@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import struct
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -325,6 +326,34 @@ class VideoWriter(_Writer):
             self.container.close()
 
 
+def png_output(path: str | os.PathLike) -> bool:
+    """A folder of PNGs is an existing folder or a name without an extension; anything else names a video."""
+    path = Path(path)
+    return path.is_dir() or not path.suffix
+
+
+def check_output(path: str | os.PathLike, source: str | os.PathLike, overwrite: bool = False) -> None:
+    """Every check on OUTPUT that can fail, made before decoding or loading a model, so a run
+    never spends its compute and then fails on the name, nor replaces its own input."""
+    path = Path(path)
+    if not png_output(path) and path.suffix.lower() not in ENCODERS:
+        raise MediaError(f"{path}: unknown output extension {path.suffix!r}: use {', '.join(sorted(ENCODERS))} "
+                         "for a video, or a name without an extension for a folder of PNGs")
+    out, src = path.resolve(), Path(source).resolve()
+    if out == src or (path.exists() and src.exists() and path.samefile(src)):
+        raise MediaError(f"{path}: is the input: choose another output")
+    if out in src.parents:
+        raise MediaError(f"{path}: holds the input {source}: choose another output")
+    if path.exists() and not overwrite:
+        raise MediaError(f"{path}: already exists: choose another output or pass --overwrite")
+    if not path.parent.is_dir():
+        raise MediaError(f"{path.parent}: output folder does not exist: create it or choose another")
+    try:
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise MediaError(f"{path.parent}: cannot write there ({e.strerror}): choose another output folder") from None
+
+
 def keeps_rotation(path: str | os.PathLike) -> bool:
     """Whether an output at `path` stores a display matrix (else the rotation is applied to the frames)."""
     path = Path(path)
@@ -334,10 +363,8 @@ def keeps_rotation(path: str | os.PathLike) -> bool:
 def open_writer(path: str | os.PathLike, fps: Fraction, overwrite: bool = False,
                 audio_from: Path | None = None, display_matrix: bytes | None = None,
                 time_base: Fraction | None = None):
-    """A video file by extension, or a folder of PNGs when the path has no video extension."""
+    """A video file by extension, or a folder of PNGs (`png_output`)."""
     path = Path(path)
-    if path.suffix.lower() in VIDEO_EXTS:
-        return VideoWriter(path, fps, overwrite, audio_from, display_matrix=display_matrix, time_base=time_base)
-    if path.suffix.lower() in IMAGE_EXTS:
-        raise MediaError(f"{path}: output must be a video file or a folder (got an image name)")
-    return PngFolderWriter(path, overwrite)
+    if png_output(path):
+        return PngFolderWriter(path, overwrite)
+    return VideoWriter(path, fps, overwrite, audio_from, display_matrix=display_matrix, time_base=time_base)

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -292,3 +293,82 @@ def test_trimmed_input_is_not_reported_as_truncated(tmp_path, untrained_file):
     src = tmp_path / "trim.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-ss", "0.5", "-i", str(full), "-c", "copy", str(src)], check=True)
     assert main(["upsample", str(src), "-o", str(tmp_path / "out.mp4"), "--model", str(untrained_file)]) == 0
+
+
+# -- OUTPUT is checked before any decoding or model loading -----------------------------------------
+# ("no-such-model" below: the output's error must come first, before the model would be looked up)
+
+@pytest.mark.parametrize("name", ["out.gif", "out.xyz", "out.ts"])
+def test_unknown_output_extension_is_refused(tmp_path, capsys, name):
+    src = _short_clip(tmp_path, n=2)
+    code, msg = _error(capsys, [src, "-o", tmp_path / name, "--model", "no-such-model"])
+    assert code == 2 and f"{name}: unknown output extension" in msg and ".mp4" in msg and "PNGs" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_existing_folder_with_a_dot_takes_pngs(tmp_path, untrained_file):
+    src = _short_clip(tmp_path, n=2)
+    (tmp_path / "frames.v2").mkdir()
+    assert main(["upsample", str(src), "-o", str(tmp_path / "frames.v2"), "--model", str(untrained_file),
+                 "--overwrite"]) == 0
+    assert len(list((tmp_path / "frames.v2").glob("*.png"))) == 3
+
+
+def _unwritable_folder(tmp_path):
+    """A folder this process cannot create files in (root ignores permissions, not sysfs)."""
+    import os
+    import tempfile
+    if os.geteuid() != 0:
+        d = tmp_path / "read-only"
+        d.mkdir(mode=0o555)
+        return d
+    try:
+        tempfile.TemporaryFile(dir="/sys").close()
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no unwritable folder here")
+
+
+def test_unwritable_output_folder_is_refused_up_front(tmp_path, capsys):
+    src = _short_clip(tmp_path, n=2)
+    folder = _unwritable_folder(tmp_path)
+    for out in (folder / "out.mp4", folder / "pngs"):
+        code, msg = _error(capsys, [src, "-o", out, "--model", "no-such-model"])
+        assert code == 2 and "cannot write" in msg and "choose another output folder" in msg, msg
+
+
+def test_missing_output_folder_is_refused_up_front(tmp_path, capsys):
+    src = _short_clip(tmp_path, n=2)
+    code, msg = _error(capsys, [src, "-o", tmp_path / "nope" / "out.mp4", "--model", "no-such-model"])
+    assert code == 2 and "output folder does not exist" in msg
+
+
+def test_overwrite_never_replaces_the_input(tmp_path, untrained_file, capsys):
+    src = _short_clip(tmp_path, n=2)
+    before = src.read_bytes()
+    code, msg = _error(capsys, [src, "-o", src, "--overwrite", "--model", untrained_file])
+    assert code == 2 and "is the input" in msg and src.read_bytes() == before
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "in.mp4").write_bytes(before)
+    code, msg = _error(capsys, [folder / "in.mp4", "-o", folder, "--overwrite", "--model", untrained_file])
+    assert code == 2 and "holds the input" in msg and (folder / "in.mp4").read_bytes() == before
+
+
+def test_sigterm_leaves_no_partial_file(tmp_path, untrained_file):
+    """A job scheduler's SIGTERM cleans up like Ctrl-C: no hidden partial file, non-zero exit."""
+    import signal
+    import time
+    src = _short_clip(tmp_path, n=48, size=(320, 136))
+    out = tmp_path / "out.mp4"
+    partial = tmp_path / ".out.mp4.partial.mp4"
+    p = subprocess.Popen([sys.executable, "-m", "stvsr_core.cli", "upsample", str(src), "-o", str(out),
+                          "--model", str(untrained_file)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not partial.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert partial.exists(), "the run ended before it wrote anything: make the clip longer"
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["in.mp4"]
+    assert p.returncode == 143 and "terminated" in err.strip().splitlines()[-1]
