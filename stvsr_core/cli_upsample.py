@@ -30,7 +30,9 @@ def add_parser(sub):
                        description="Upsample a clip: N frames -> 2N-1 frames at twice the size and frame rate.")
     p.add_argument("input", nargs="?", default=str(DEMO_CLIP),
                    help="video file or folder of images (default: the bundled demo clip)")
-    p.add_argument("-o", "--output", required=True, help="video file (container by extension) or folder for PNGs")
+    p.add_argument("-o", "--output", required=True,
+                   help="video file (.mp4 .mkv .mov .m4v .webm .avi) or, for numbered PNGs, a name without an "
+                        "extension or an existing folder")
     p.add_argument("--model", default="default", help=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
