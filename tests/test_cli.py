@@ -372,3 +372,16 @@ def test_sigterm_leaves_no_partial_file(tmp_path, untrained_file):
     err = p.communicate(timeout=60)[1]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["in.mp4"]
     assert p.returncode == 143 and "terminated" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("eval", ["path (default: stvsr-fast)", "(default: not written)"]),
+    ("bench", ["paths (default: stvsr-fast)", "(default: auto)", "(default: 480x270 960x540)", "(default: 24)",
+               "(default: 3)", "(default: torch)", "(default: none)"]),
+])
+def test_eval_and_bench_help_shows_defaults(capsys, command, shown):
+    with pytest.raises(SystemExit):
+        main([command, "-h"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even at hyphens
+    for s in shown:
+        assert "".join(s.split()) in text
