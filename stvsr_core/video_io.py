@@ -150,7 +150,7 @@ def _read_video(path: Path) -> Source:
         else:
             end, slack = _announced_end(container, stream, period)
             last = (time(f) or 0) + (f.duration * stream.time_base if f.duration else period)
-            if end is not None and last < end - slack:
+            if end is not None and f.pts is not None and last < end - slack:
                 src.error = f"the video ends at {float(last):.2f} s of {float(end):.2f} s announced"
         finally:
             container.close()
@@ -168,6 +168,10 @@ def _announced_end(container, stream, period: Fraction) -> tuple[Fraction | None
     container's, which other streams (audio) may outlast the video by."""
     if stream.duration:
         return ((stream.start_time or 0) + stream.duration) * stream.time_base, period
+    tag = stream.metadata.get("DURATION", "")  # Matroska's end time of the stream, e.g. 00:00:02.360000000
+    if re.fullmatch(r"\d+:\d\d:\d\d(\.\d+)?", tag):
+        h, m, sec = tag.split(":")
+        return Fraction(int(h) * 3600 + int(m) * 60) + Fraction(sec), period
     if container.duration:
         return Fraction((container.start_time or 0) + container.duration, av.time_base), max(period, Fraction(1))
     return None, period
