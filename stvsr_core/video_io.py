@@ -350,6 +350,8 @@ def check_output(path: str | os.PathLike, source: str | os.PathLike, overwrite: 
         raise MediaError(f"{path}: holds the input {source}: choose another output")
     if path.exists() and not overwrite:
         raise MediaError(f"{path}: already exists: choose another output or pass --overwrite")
+    if path.is_dir() and any(p.suffix.lower() != ".png" for p in path.iterdir()):
+        raise MediaError(f"{path}: holds more than PNG frames, which --overwrite would delete: choose another output")
     if not path.parent.is_dir():
         raise MediaError(f"{path.parent}: output folder does not exist: create it or choose another")
     try:

@@ -411,3 +411,17 @@ def test_audio_outlasting_the_video_is_not_truncation(tmp_path, untrained_file):
             c.mux(p)
     assert _decoded(src)[3] > 2.9
     assert main(["upsample", str(src), "-o", str(tmp_path / "out.mkv"), "--model", str(untrained_file)]) == 0
+
+
+def test_overwrite_replaces_only_a_folder_of_frames(tmp_path, untrained_file, capsys):
+    """--overwrite on a folder replaces earlier PNG output, never a folder of other files."""
+    src = _short_clip(tmp_path, n=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("precious")
+    code, msg = _error(capsys, [src, "-o", work, "--overwrite", "--model", untrained_file])
+    assert code == 2 and "holds more than PNG frames" in msg and (work / "notes.txt").read_text() == "precious"
+    frames = tmp_path / "frames"
+    assert main(["upsample", str(src), "-o", str(frames), "--model", str(untrained_file)]) == 0
+    assert main(["upsample", str(src), "-o", str(frames), "--model", str(untrained_file), "--overwrite"]) == 0
+    assert len(list(frames.iterdir())) == 3
