@@ -6,6 +6,7 @@ so a failed run never leaves a half-written video or folder behind.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
+from av.video.stream import VideoStream
 from PIL import Image
 
 log = logging.getLogger("stvsr")
@@ -29,8 +32,9 @@ VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 ENCODERS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
             ".webm": "libvpx-vp9", ".avi": "mpeg4"}
-# containers whose muxer writes a display matrix (AVI drops it, a folder of PNGs has none)
-KEEPS_ROTATION = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
+# containers whose muxer writes a display matrix (AVI drops it, a folder of PNGs has none), where
+# this PyAV can set one (VideoStream.set_display_matrix came in PyAV 17.1)
+KEEPS_ROTATION = {".mp4", ".m4v", ".mov", ".mkv", ".webm"} if hasattr(VideoStream, "set_display_matrix") else set()
 # containers that store one frame rate instead of a timestamp per frame
 CONSTANT_RATE = {".avi"}
 
@@ -48,13 +52,20 @@ class Source:
     size: tuple[int, int]          # (height, width), as stored
     audio: bool = False
     display_matrix: bytes | None = None  # FFmpeg's 3x3 int32 orientation matrix (phone video)
-    rotation: int = 0              # counter-clockwise degrees that show the stored frames upright
     time_base: Fraction | None = None  # unit of the stream's timestamps
     error: str | None = None       # set when decoding stopped short of the end the header announced
 
     @property
     def frames(self) -> Iterator[np.ndarray]:
         return (rgb for _, rgb in self.timed)
+
+    @property
+    def rotation(self) -> int:
+        """Counter-clockwise degrees that show the stored frames upright (av_display_rotation_get)."""
+        if self.display_matrix is None:
+            return 0
+        a, b, _, c, d, *_ = struct.unpack("=9i", self.display_matrix)
+        return round(-math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c)))) % 360
 
     @property
     def mirrored(self) -> bool:
@@ -132,7 +143,8 @@ def _read_video(path: Path) -> Source:
         container.close()
         raise MediaError(f"{path}: cannot decode video ({e})") from None
     log.debug("%s: %s, %s", path, stream.codec_context.name, fmt)
-    time = lambda f: None if f.pts is None else f.pts * stream.time_base
+    tb = Fraction(stream.time_base)  # PyAV 19 returns its own AVRational
+    time = lambda f: None if f.pts is None else f.pts * tb
     fps = stream.average_rate or stream.guessed_rate
     period = 1 / Fraction(fps) if fps else Fraction(1, 25)
 
@@ -149,16 +161,17 @@ def _read_video(path: Path) -> Source:
             src.error = f"decoding failed after frame {n} ({e})"
         else:
             end, slack = _announced_end(container, stream, period)
-            last = (time(f) or 0) + (f.duration * stream.time_base if f.duration else period)
+            duration = getattr(f, "duration", None)  # PyAV 14 has no frame durations
+            last = (time(f) or 0) + (duration * tb if duration else period)
             if end is not None and f.pts is not None and last < end - slack:
                 src.error = f"the video ends at {float(last):.2f} s of {float(end):.2f} s announced"
         finally:
             container.close()
 
-    matrix = first_frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    matrix = first_frame.side_data.get(SideDataType.DISPLAYMATRIX)
     src = Source(path, gen(), stream.frames or None, Fraction(fps) if fps else None, first.shape[:2],
                  audio=bool(container.streams.audio), display_matrix=bytes(matrix) if matrix else None,
-                 rotation=first_frame.rotation % 360 if matrix else 0, time_base=stream.time_base)
+                 time_base=tb)
     return src
 
 
@@ -167,7 +180,7 @@ def _announced_end(container, stream, period: Fraction) -> tuple[Fraction | None
     one frame for the stream's own duration (an edit list may hide a frame or two), a second for the
     container's, which other streams (audio) may outlast the video by."""
     if stream.duration:
-        return ((stream.start_time or 0) + stream.duration) * stream.time_base, period
+        return ((stream.start_time or 0) + stream.duration) * Fraction(stream.time_base), period
     tag = stream.metadata.get("DURATION", "")  # Matroska's end time of the stream, e.g. 00:00:02.360000000
     if re.fullmatch(r"\d+:\d\d:\d\d(\.\d+)?", tag):
         h, m, sec = tag.split(":")
