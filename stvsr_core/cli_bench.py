@@ -5,7 +5,7 @@ import json
 import sys
 
 from .bench import CONFIGS
-from .registry import load_model
+from .registry import DEFAULT_MODEL, load_model
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -20,19 +20,26 @@ def _size(text: str) -> tuple[int, int]:
 
 def add_parser(sub):
     p = sub.add_parser("bench", help="measure speed, memory and FLOP use (and ffmpeg's, side by side)")
-    p.add_argument("--models", nargs="+", default=["default"], help="shipped names or .safetensors paths")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--sizes", nargs="+", default=["480x270", "960x540"], help="low-res input sizes, WxH")
-    p.add_argument("--frames", type=int, default=24, help="input frames per run (real frames of the bundled clip)")
-    p.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up; the median is reported")
+    p.add_argument("--models", nargs="+", default=["default"],
+                   help=f"shipped names or .safetensors paths (default: {DEFAULT_MODEL})")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps "
+                                                    "(default: %(default)s)")
+    sizes = ["480x270", "960x540"]
+    p.add_argument("--sizes", nargs="+", default=sizes, help=f"low-res input sizes, WxH (default: {' '.join(sizes)})")
+    p.add_argument("--frames", type=int, default=24,
+                   help="input frames per run, real frames of the bundled clip (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=3,
+                   help="timed runs after one warm-up; the median is reported (default: %(default)s)")
     p.add_argument("--backends", nargs="+", default=["torch"], choices=list(CONFIGS),
-                   help="compared side by side in this run (torch: the default precision, bf16 on CPUs with AMX)")
+                   help="compared side by side in this run (torch: the default precision, bf16 on CPUs with AMX) "
+                        "(default: torch)")
     p.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg comparison")
     p.add_argument("--peer", action="store_true",
                    help="also time the peer pipeline SPAN x2 (ncnn) -> RIFE 4.25 on the same frames (needs stvsr[peers])")
     p.add_argument("--memory-lengths", nargs="*", type=int, default=[],
-                   help="also stream clips of these lengths (e.g. 100 1000) and report peak memory of each")
-    p.add_argument("--json", help="write the results to this JSON file")
+                   help="also stream clips of these lengths (e.g. 100 1000) and report peak memory of each "
+                        "(default: none)")
+    p.add_argument("--json", help="write the results to this JSON file (default: not written)")
     p.set_defaults(func=run)
 
 

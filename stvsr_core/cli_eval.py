@@ -7,15 +7,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .evaluate import evaluate, format_table
-from .registry import load_model
+from .registry import DEFAULT_MODEL, load_model
 
 
 def add_parser(sub):
     p = sub.add_parser("eval", help="score baselines and every model stage on triplet/sequence folders")
     p.add_argument("roots", nargs="+", help="dataset folders, e.g. ../shared/data/eval/vimeo_septuplet")
-    p.add_argument("--model", default="default", help="shipped model name or .safetensors path")
-    p.add_argument("--json", help="write the scores as JSON here")
-    p.add_argument("--save", help="write every predicted middle frame (H_R) as PNG under this folder")
+    p.add_argument("--model", default="default",
+                   help=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL})")
+    p.add_argument("--json", help="write the scores as JSON here (default: not written)")
+    p.add_argument("--save", help="write every predicted middle frame (H_R) as PNG under this folder "
+                                  "(default: not written)")
     p.add_argument("--no-peers", dest="peers", action="store_false",
                    help="skip the SPAN -> RIFE peer rows (computed by default when stvsr[peers] is installed)")
     p.set_defaults(func=run)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 import time
 from fractions import Fraction
 
@@ -15,9 +18,11 @@ from .backends import BACKENDS
 from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
 from .scenecut import DEFAULT_THRESHOLD
-from .video_io import DEMO_CLIP, MediaError, open_writer, read_frames
+from .timeline import Timeline
+from .video_io import DEMO_CLIP, MediaError, check_output, keeps_rotation, open_writer, read_frames, upright
 from .weights import WeightsError
 
+log = logging.getLogger("stvsr")
 
 
 def add_parser(sub):
@@ -25,7 +30,9 @@ def add_parser(sub):
                        description="Upsample a clip: N frames -> 2N-1 frames at twice the size and frame rate.")
     p.add_argument("input", nargs="?", default=str(DEMO_CLIP),
                    help="video file or folder of images (default: the bundled demo clip)")
-    p.add_argument("-o", "--output", required=True, help="video file (container by extension) or folder for PNGs")
+    p.add_argument("-o", "--output", required=True,
+                   help="video file (.mp4 .mkv .mov .m4v .webm .avi) or, for numbered PNGs, a name without an "
+                        "extension or an existing folder")
     p.add_argument("--model", default="default", help=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
@@ -77,7 +84,17 @@ def _to_rgb(x: torch.Tensor) -> np.ndarray:
     return x.mul(255).round_().byte().permute(1, 2, 0).contiguous().numpy()
 
 
+class Terminated(BaseException):
+    """SIGTERM (a job scheduler, `kill`), raised where the run is, so the writer cleans up as on Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(args) -> int:
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return _run(args)
     except (MediaError, InputError, WeightsError) as e:
@@ -86,12 +103,25 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print("stvsr upsample: interrupted; no output written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("stvsr upsample: terminated; no output written", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args) -> int:
+    check_output(args.output, args.input, args.overwrite)  # before decoding and the model
     src = read_frames(args.input)
     if src.count is not None and src.count < 2:
         raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames")
+    keep = keeps_rotation(args.output)
+    turn = 0 if keep else src.rotation  # applied to the frames where the output has no display matrix
+    if src.display_matrix and not keep and (src.mirrored or turn % 90):
+        raise InputError(f"{args.input}: its display matrix {'mirrors' if src.mirrored else 'rotates'} "
+                         f"the picture{'' if src.mirrored else f' by {turn} degrees'}, which only a video "
+                         f"output keeps: write .mp4, .mov, .mkv or .webm")
     model = load_model(args.model)
     opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold or None,
                          exact_double=args.exact_double, fp16=args.fp16, bf16=args.bf16, backend=args.backend,
@@ -101,15 +131,35 @@ def _run(args) -> int:
     fps_out = fps_in * 2
     n_out = None if src.count is None else 2 * src.count - (0 if args.exact_double else 1)
     h, w = src.size
+    oh, ow = (w, h) if turn % 180 else (h, w)
+    rotated = f", rotated {src.rotation} degrees: {'kept' if keep else 'applied'}" if src.display_matrix else ""
     print(f"stvsr: {args.input} ({w}x{h}, {src.count or '?'} frames, {float(fps_in):.3f} fps) -> {args.output} "
-          f"({w * 2}x{h * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps) on {engine.precision}", file=sys.stderr)
+          f"({ow * 2}x{oh * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps{rotated}) on {engine.precision}",
+          file=sys.stderr)
     t0 = time.time()
-    frames = (_to_tensor(f) for f in src.frames)
+    timeline = Timeline(fps_in)
+
+    def frames():
+        for t, rgb in src.timed:
+            timeline.add(t)
+            yield _to_tensor(upright(rgb, turn))
+
+    time_base = src.time_base / 2 if src.time_base else 1 / fps_out  # midpoints fall on half units
     with tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True) as bar, \
-            open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None) as writer:
-        for out in engine.run(frames, total=src.count, progress=lambda d, n: bar.update(1)):
-            writer.write(_to_rgb(out))
+            open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None,
+                        src.display_matrix if keep else None, time_base) as writer:
+        for j, out in enumerate(engine.run(frames(), total=src.count, progress=lambda d, n: bar.update(1))):
+            writer.write(_to_rgb(out), timeline.output(j))
+    if timeline.repaired:
+        log.warning("%d frame(s) of %s had a missing or out-of-order timestamp: each was placed one frame "
+                    "period after the previous", timeline.repaired, args.input)
     dt = time.time() - t0
     print(f"stvsr: wrote {writer.count} frames in {dt:.1f} s ({writer.count / dt:.2f} frames/s), "
           f"{engine.stats['scene_cuts']} scene cut(s) kept as cuts", file=sys.stderr)
+    if src.error:  # a truncated file: the output is valid but shorter, and the caller must know
+        announced = f" of {src.count} announced" if src.count else ""
+        print(f"stvsr upsample: warning: {args.input}: {src.error}: wrote {writer.count} frames from its first "
+              f"{timeline.n}{announced} frames to {args.output}, shorter than the input: repair or "
+              "re-download the input for the rest", file=sys.stderr)
+        return 3
     return 0

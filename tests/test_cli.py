@@ -2,6 +2,7 @@
 import subprocess
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -148,3 +149,283 @@ def test_quality_model_from_the_command_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stvsr fetch-backbones" in err[0]
     assert not (tmp_path / "q2.mp4").exists()
+
+
+# -- real files as phones, editors and broken downloads make them ---------------------------------
+
+def _rgb(frames):
+    return [(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for f in frames]
+
+
+def _encode(path, frames, fps=25, pts=None, time_base=None, rotation=None, options=None):
+    """Encode with PyAV: optional timestamps (variable rate) and display rotation (phone video)."""
+    with av.open(str(path), "w", options=options or {}) as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        if time_base is not None:
+            s.codec_context.time_base = s.time_base = time_base
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            if pts is not None:
+                vf.pts, vf.time_base = pts[i], time_base
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _decoded(path):
+    """(frames as RGB arrays, their times in seconds, rotation of the first, container duration in s)."""
+    with av.open(str(path)) as c:
+        fs = list(c.decode(c.streams.video[0]))
+        return ([f.to_ndarray(format="rgb24") for f in fs], [f.pts * f.time_base for f in fs],
+                fs[0].rotation, c.duration / 1e6)
+
+
+def _mae(a, b):
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+
+
+@pytest.mark.parametrize("output, kept", [("out.mp4", True), ("out.mkv", True), ("out.avi", False), ("pngs", False),
+                                          ("old-pyav.mp4", False)])
+def test_rotated_phone_video_stays_upright(tmp_path, untrained_file, monkeypatch, output, kept):
+    """A display-matrix rotation is kept as the output's matrix, or applied to the frames where the
+    output cannot hold one (PNGs, AVI, PyAV before 17.1): either way the picture is shown upright."""
+    if output.startswith("old-pyav"):
+        from stvsr_core import video_io
+        monkeypatch.setattr(video_io, "KEEPS_ROTATION", set())
+    upright = _rgb(real_frames(start=30, count=3, size=(96, 48)))
+    src = _encode(tmp_path / "phone.mp4", [np.rot90(f, -1) for f in upright], rotation=90)  # stored sideways
+    out = tmp_path / output
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file)]) == 0
+    if out.is_dir():
+        first, rotation = np.array(Image.open(sorted(out.iterdir())[0])), 0
+    else:
+        frames, _, rotation, _ = _decoded(out)
+        first = frames[0]
+    assert rotation == (90 if kept else 0)
+    shown = np.rot90(first, rotation // 90)  # what a player displays
+    ref = np.array(Image.fromarray(upright[0]).resize((192, 96), Image.BICUBIC))
+    assert shown.shape == ref.shape
+    assert _mae(shown, ref) < 30 < _mae(shown, ref[::-1, ::-1])  # upright, not upside down (~62)
+
+
+def test_mirrored_video_to_pngs_is_refused(tmp_path, untrained_file, capsys):
+    """A flip in the display matrix cannot be applied as a rotation: one line, nothing written."""
+    src = tmp_path / "selfie.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 48, "yuv420p"
+        s.set_display_rotation(90, hflip=True)
+        for f in _rgb(real_frames(start=30, count=2, size=(96, 48))):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    code, msg = _error(capsys, [src, "-o", tmp_path / "pngs", "--model", untrained_file])
+    assert code == 2 and "mirrors the picture" in msg and "write .mp4" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["selfie.mp4"]
+
+
+VFR_STEPS_MS = [33, 33, 67, 33, 17, 50, 33, 100, 33, 33, 200]  # a phone dropping and bunching frames
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_variable_frame_rate_keeps_timestamps(tmp_path, untrained_file, ext):
+    """Each input frame keeps its time, each in-between frame sits at the midpoint of its pair,
+    so the clip lasts as long as the input (and its audio stays in sync)."""
+    pts = np.cumsum([0] + VFR_STEPS_MS).tolist()
+    src = _encode(tmp_path / "vfr.mp4", _rgb(real_frames(start=30, count=len(pts), size=(96, 48))),
+                  fps=30, pts=pts, time_base=Fraction(1, 1000))
+    t_in = _decoded(src)[1]
+    assert t_in == [Fraction(p, 1000) for p in pts]
+    out = tmp_path / f"out{ext}"
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file)]) == 0
+    t_out = _decoded(out)[1]
+    want = [t for a, b in zip(t_in, t_in[1:]) for t in (a, (a + b) / 2)] + [t_in[-1]]
+    assert len(t_out) == len(want)
+    # the last frame at the input's last time (0.632 s; 0.457 s before), Matroska rounds to 1 ms
+    assert max(abs(float(a - b)) for a, b in zip(t_out, want)) <= 0.001
+
+
+@pytest.mark.parametrize("extra", [[], ["--exact-double"]])
+def test_constant_rate_stays_exact(tmp_path, untrained_file, extra):
+    """NTSC 30000/1001 in, exactly 60000/1001 out, every frame one output period apart."""
+    src = _encode(tmp_path / "ntsc.mp4", _rgb(real_frames(start=30, count=5, size=(96, 48))), fps=Fraction(30000, 1001))
+    out = tmp_path / "out.mp4"
+    assert main(["upsample", str(src), "-o", str(out), "--model", str(untrained_file), *extra]) == 0
+    t_out = _decoded(out)[1]
+    assert len(t_out) == (10 if extra else 9)
+    assert _probe(out)[2] == Fraction(60000, 1001)
+    assert {b - a for a, b in zip(t_out, t_out[1:])} == {Fraction(1001, 60000)}
+
+
+def test_variable_frame_rate_to_avi_is_refused(tmp_path, untrained_file, capsys):
+    """AVI stores one frame rate: refuse variable-rate input with the fix instead of drifting."""
+    pts = np.cumsum([0] + VFR_STEPS_MS).tolist()
+    src = _encode(tmp_path / "vfr.mp4", _rgb(real_frames(start=30, count=len(pts), size=(96, 48))),
+                  fps=30, pts=pts, time_base=Fraction(1, 1000))
+    code, msg = _error(capsys, [src, "-o", tmp_path / "out.avi", "--model", untrained_file])
+    assert code == 2 and "variable frame rate" in msg and ".mkv" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vfr.mp4"]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_truncated_input_keeps_what_was_decoded(tmp_path, untrained_file, capsys, ext):
+    """A download cut at a quarter: a valid shorter output, one line saying how much, exit 3."""
+    frames = _rgb(real_frames(start=0, count=59, size=(160, 68)))
+    full = _encode(tmp_path / f"full{ext}", frames, options={"movflags": "faststart"} if ext == ".mp4" else None)
+    src = tmp_path / f"cut{ext}"
+    src.write_bytes(full.read_bytes()[: full.stat().st_size // 4])
+    full.unlink()
+    out = tmp_path / "out.mkv"
+    code, msg = _error(capsys, [src, "-o", out, "--model", untrained_file])
+    n = _probe(out)[0]
+    assert code == 3 and 3 <= n < 59 and f"wrote {n} frames" in msg and "shorter" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name, "out.mkv"]
+
+
+def test_trimmed_input_is_not_reported_as_truncated(tmp_path, untrained_file):
+    """An edit list that hides frames (a stream copy cut mid-GOP) announces more frames than it shows."""
+    import shutil
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    full = _encode(tmp_path / "full.mp4", _rgb(real_frames(start=0, count=30, size=(96, 48))))
+    src = tmp_path / "trim.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "0.5", "-i", str(full), "-c", "copy", str(src)], check=True)
+    assert main(["upsample", str(src), "-o", str(tmp_path / "out.mp4"), "--model", str(untrained_file)]) == 0
+
+
+# -- OUTPUT is checked before any decoding or model loading -----------------------------------------
+# ("no-such-model" below: the output's error must come first, before the model would be looked up)
+
+@pytest.mark.parametrize("name", ["out.gif", "out.xyz", "out.ts"])
+def test_unknown_output_extension_is_refused(tmp_path, capsys, name):
+    src = _short_clip(tmp_path, n=2)
+    code, msg = _error(capsys, [src, "-o", tmp_path / name, "--model", "no-such-model"])
+    assert code == 2 and f"{name}: unknown output extension" in msg and ".mp4" in msg and "PNGs" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_existing_folder_with_a_dot_takes_pngs(tmp_path, untrained_file):
+    src = _short_clip(tmp_path, n=2)
+    (tmp_path / "frames.v2").mkdir()
+    assert main(["upsample", str(src), "-o", str(tmp_path / "frames.v2"), "--model", str(untrained_file),
+                 "--overwrite"]) == 0
+    assert len(list((tmp_path / "frames.v2").glob("*.png"))) == 3
+
+
+def _unwritable_folder(tmp_path):
+    """A folder this process cannot create files in (root ignores permissions, not sysfs)."""
+    import os
+    import tempfile
+    if os.geteuid() != 0:
+        d = tmp_path / "read-only"
+        d.mkdir(mode=0o555)
+        return d
+    try:
+        tempfile.TemporaryFile(dir="/sys").close()
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no unwritable folder here")
+
+
+def test_unwritable_output_folder_is_refused_up_front(tmp_path, capsys):
+    src = _short_clip(tmp_path, n=2)
+    folder = _unwritable_folder(tmp_path)
+    for out in (folder / "out.mp4", folder / "pngs"):
+        code, msg = _error(capsys, [src, "-o", out, "--model", "no-such-model"])
+        assert code == 2 and "cannot write" in msg and "choose another output folder" in msg, msg
+
+
+def test_missing_output_folder_is_refused_up_front(tmp_path, capsys):
+    src = _short_clip(tmp_path, n=2)
+    code, msg = _error(capsys, [src, "-o", tmp_path / "nope" / "out.mp4", "--model", "no-such-model"])
+    assert code == 2 and "output folder does not exist" in msg
+
+
+def test_overwrite_never_replaces_the_input(tmp_path, untrained_file, capsys):
+    src = _short_clip(tmp_path, n=2)
+    before = src.read_bytes()
+    code, msg = _error(capsys, [src, "-o", src, "--overwrite", "--model", untrained_file])
+    assert code == 2 and "is the input" in msg and src.read_bytes() == before
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "in.mp4").write_bytes(before)
+    code, msg = _error(capsys, [folder / "in.mp4", "-o", folder, "--overwrite", "--model", untrained_file])
+    assert code == 2 and "holds the input" in msg and (folder / "in.mp4").read_bytes() == before
+
+
+def test_sigterm_leaves_no_partial_file(tmp_path, untrained_file):
+    """A job scheduler's SIGTERM cleans up like Ctrl-C: no hidden partial file, non-zero exit."""
+    import signal
+    import time
+    src = _short_clip(tmp_path, n=48, size=(320, 136))
+    out = tmp_path / "out.mp4"
+    partial = tmp_path / ".out.mp4.partial.mp4"
+    p = subprocess.Popen([sys.executable, "-m", "stvsr_core.cli", "upsample", str(src), "-o", str(out),
+                          "--model", str(untrained_file)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not partial.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert partial.exists(), "the run ended before it wrote anything: make the clip longer"
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["in.mp4"]
+    assert p.returncode == 143 and "terminated" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("eval", ["path (default: stvsr-fast)", "(default: not written)"]),
+    ("bench", ["paths (default: stvsr-fast)", "(default: auto)", "(default: 480x270 960x540)", "(default: 24)",
+               "(default: 3)", "(default: torch)", "(default: none)"]),
+])
+def test_eval_and_bench_help_shows_defaults(capsys, command, shown):
+    with pytest.raises(SystemExit):
+        main([command, "-h"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even at hyphens
+    for s in shown:
+        assert "".join(s.split()) in text
+
+
+def test_audio_outlasting_the_video_is_not_truncation(tmp_path, untrained_file):
+    """Matroska's per-stream DURATION, not the container's (here the audio's 3 s), ends the video."""
+    src = tmp_path / "long_audio.mkv"
+    frames = _rgb(real_frames(start=30, count=10, size=(96, 48)))
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 96, 48, "yuv420p"
+        a = c.add_stream("aac", rate=48000)
+        a.layout = "mono"
+        for f in frames:
+            for p in v.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        tone = (0.2 * np.sin(np.arange(3 * 48000) / 20)).astype(np.float32)[None]
+        for i in range(0, tone.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(tone[:, i:i + 1024].copy(), format="fltp", layout="mono")
+            af.sample_rate = 48000
+            for p in a.encode(af):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    assert _decoded(src)[3] > 2.9
+    assert main(["upsample", str(src), "-o", str(tmp_path / "out.mkv"), "--model", str(untrained_file)]) == 0
+
+
+def test_overwrite_replaces_only_a_folder_of_frames(tmp_path, untrained_file, capsys):
+    """--overwrite on a folder replaces earlier PNG output, never a folder of other files."""
+    src = _short_clip(tmp_path, n=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("precious")
+    code, msg = _error(capsys, [src, "-o", work, "--overwrite", "--model", untrained_file])
+    assert code == 2 and "holds more than PNG frames" in msg and (work / "notes.txt").read_text() == "precious"
+    frames = tmp_path / "frames"
+    assert main(["upsample", str(src), "-o", str(frames), "--model", str(untrained_file)]) == 0
+    assert main(["upsample", str(src), "-o", str(frames), "--model", str(untrained_file), "--overwrite"]) == 0
+    assert len(list(frames.iterdir())) == 3
