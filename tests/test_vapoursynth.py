@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -314,3 +315,131 @@ def test_quality_model_in_the_filter(shim_dir, monkeypatch, tmp_path):
     monkeypatch.setattr("vs_plugin.filter._MODELS", {})
     with pytest.raises(vs.Error, match="stvsr fetch-backbones"):
         core.stvsr.Upsample(rgb, model="stvsr-quality")
+
+
+# -- colour levels and tags ----------------------------------------------------------------------
+
+COLOUR_PROPS = ("_Matrix", "_Range", "_Transfer", "_Primaries", "_ChromaLocation")
+
+
+def tagged_file(path, rng, first=20, count=3):
+    """Real frames of the bundled clip as an H.264 file tagged BT.709 and `rng` ("limited" or
+    "full"; a full-range file gets its levels stretched to 0..255, as a camera records them)."""
+    code = {"limited": 1, "full": 2}[rng]  # FFmpeg's MPEG / JPEG range
+    with av.open(str(DEMO)) as src, av.open(str(path), "w") as dst:
+        s = dst.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt, s.options = 640, 272, "yuv420p", {"crf": "12"}
+        cc = s.codec_context
+        cc.color_range, cc.colorspace, cc.color_primaries, cc.color_trc = code, 1, 1, 1
+        for i, f in enumerate(src.decode(video=0)):
+            if i >= first + count:
+                break
+            if i >= first:
+                yuv = f.reformat(format="yuv420p", src_color_range=1, dst_color_range=code).to_ndarray()
+                g = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                g.color_range, g.colorspace = code, 1
+                for packet in s.encode(g):
+                    dst.mux(packet)
+        for packet in s.encode():
+            dst.mux(packet)
+    return path
+
+
+def luma_levels(frame) -> np.ndarray:
+    """Mean, 1st and 99th percentile of Y (or GRAY), in 8-bit units."""
+    y = np.asarray(frame[0]).astype(np.float64)
+    fmt = frame.format
+    y = y * 255 if fmt.sample_type == vs.FLOAT else y / (1 << (fmt.bits_per_sample - 8))
+    return np.array([y.mean(), *np.percentile(y, [1, 99])])
+
+
+def tags(frame) -> dict:
+    return {k: int(frame.props[k]) if k in frame.props else None for k in COLOUR_PROPS}
+
+
+@pytest.mark.parametrize("rng", ["limited", "full"])
+def test_bestsource_file_keeps_levels_and_tags(shim_dir, tmp_path, rng):
+    """A real tagged H.264 file through BestSource: the upscaled frame has the source's levels
+    (mean and percentiles of Y) and every colour tag."""
+    clip = core.bs.VideoSource(str(tagged_file(tmp_path / f"{rng}.mp4", rng)))
+    src = clip.get_frame(0)
+    assert tags(src)["_Range"] == {"limited": 0, "full": 1}[rng] and tags(src)["_Matrix"] == 1
+    out = core.stvsr.Upsample(clip).get_frame(0)
+    assert tags(out) == tags(src)
+    np.testing.assert_allclose(luma_levels(out), luma_levels(src), atol=1.0)
+
+
+@pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV420P10, vs.YUV422P16, vs.YUV444P8, vs.YUV444PH, vs.YUV444PS,
+                                 vs.GRAY8, vs.GRAY16, vs.GRAYS], ids=lambda f: f.name)
+@pytest.mark.parametrize("rng", ["limited", "full", None])
+def test_levels_and_tags_in_every_format(shim_dir, fmt, rng):
+    """Limited, full and untagged clips of real frames in integer and float YUV and GRAY: the
+    levels are kept, and so are the tags; an untagged clip comes back tagged with the convention
+    it was read with (limited range; 170m for this SD size)."""
+    yuv = vs.core.get_video_format(fmt).color_family == vs.YUV
+    clip = source(20, 2).resize.Bicubic(320, 136, format=fmt, matrix_in_s="170m", matrix_s="170m" if yuv else None,
+                                        range_s=rng or "limited")
+    if rng is None:
+        clip = clip.std.RemoveFrameProps(["_Range", "_Matrix"])
+    src = clip.get_frame(0)
+    out = core.stvsr.Upsample(clip).get_frame(0)
+    expected = tags(src)
+    if rng is None:
+        expected.update(_Range=0, _Matrix=6 if yuv else None)
+    assert tags(out) == expected
+    np.testing.assert_allclose(luma_levels(out), luma_levels(src), atol=1.0)
+
+
+def test_super_whites_are_clipped(shim_dir):
+    """The documented rule: the engine works on RGB 0..1 (as the CLI), so limited-range values
+    above 235 come back as 235; a full-range clip keeps its whites up to 255."""
+    lifted = source(20, 2).std.Expr(["x 40 +", ""])  # real frames with highlights up to 255
+    assert np.asarray(lifted.get_frame(0)[0]).max() > 245
+    limited = core.stvsr.Upsample(lifted.std.SetFrameProps(_Range=0)).get_frame(0)
+    full = core.stvsr.Upsample(lifted.std.SetFrameProps(_Range=1)).get_frame(0)
+    assert np.asarray(limited[0]).max() == 235
+    assert np.asarray(full[0]).max() > 245
+
+
+def y4m_luma(data: bytes):
+    """(header, Y plane of every frame) of a 4:2:0 8-bit y4m stream."""
+    header, _, rest = data.partition(b"\n")
+    fields = {f[:1]: f[1:] for f in header.split()[1:]}
+    w, h = int(fields[b"W"]), int(fields[b"H"])
+    frames = []
+    while rest.startswith(b"FRAME"):
+        rest = rest[rest.index(b"\n") + 1:]
+        frames.append(np.frombuffer(rest[:w * h], np.uint8).reshape(h, w))
+        rest = rest[w * h * 3 // 2:]
+    return header, frames
+
+
+@pytest.mark.parametrize("rng", ["limited", "full"])
+def test_vspipe_y4m_keeps_levels_and_matches_the_cli(shim_dir, tmp_path, rng):
+    """vspipe -c y4m end to end on a real tagged file: Y levels as in the source, and Y agrees
+    with the CLI's output of the same file (its RGB PNGs taken back to BT.709 Y in `rng`)."""
+    video = tagged_file(tmp_path / f"{rng}.mp4", rng, count=2)
+    script = tmp_path / "y4m.vpy"
+    script.write_text("import vapoursynth as vs\n"
+                      f"vs.core.stvsr.Upsample(vs.core.bs.VideoSource({str(video)!r})).set_output()\n")
+    r = subprocess.run([VSPIPE, "-c", "y4m", str(script), "-"], env=env_with(shim_dir), capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    header, frames = y4m_luma(r.stdout)
+    assert header.startswith(b"YUV4MPEG2 C420 W1280 H544") and len(frames) == 4
+    src = core.bs.VideoSource(str(video)).get_frame(0)
+    y = frames[0].astype(np.float64)
+    np.testing.assert_allclose([y.mean(), *np.percentile(y, [1, 99])], luma_levels(src), atol=1.0)
+
+    pngs = tmp_path / "cli"
+    cli = subprocess.run([sys.executable, "-m", "stvsr_core.cli", "upsample", str(video), "-o", str(pngs),
+                          "--device", "cpu", "--exact-double"], env=env_with(shim_dir), capture_output=True,
+                         text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    from PIL import Image
+    for n in (0, 1):  # an upscaled frame and an in-between one
+        rgb = np.asarray(Image.open(pngs / f"{n:06d}.png").convert("RGB")).astype(np.float64)
+        luma = rgb @ [0.2126, 0.7152, 0.0722]
+        cli_y = luma if rng == "full" else 16 + luma * 219 / 255
+        mse = np.mean((frames[n].astype(np.float64) - cli_y) ** 2)
+        assert 10 * np.log10(255 ** 2 / mse) > 38, n

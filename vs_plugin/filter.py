@@ -214,9 +214,12 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     tile / tile_pad: low-res tile size and overlap for large frames (0: automatic above 1280x720).
     sc / sc_threshold: keep scene cuts (the in-between frame of a cut is a copy of the frame before).
     exact_double: 2N output frames, the last repeated, so the duration is kept; False gives 2N-1.
-    matrix_in_s: YUV matrix of the input when the clip's frames do not say (_Matrix); default by size.
+    matrix_in_s: YUV matrix of the input (overrides _Matrix; untagged: 709 for HD, 170m for SD).
     backend: "torch"; "torch-compile" (about 1.2x faster after ~30 s of compiling); "openvino" or
         "openvino-bf16" on the CPU (not faster than torch on our test CPU; README, Speed).
+
+    Levels and colour tags are kept (vs_plugin.convert); values outside the nominal range
+    (super-whites, sub-blacks) are clipped, as in the CLI.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _error(f"clip must be a video clip (vs.VideoNode), got {type(clip).__name__}")
