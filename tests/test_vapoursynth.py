@@ -443,3 +443,17 @@ def test_vspipe_y4m_keeps_levels_and_matches_the_cli(shim_dir, tmp_path, rng):
         cli_y = luma if rng == "full" else 16 + luma * 219 / 255
         mse = np.mean((frames[n].astype(np.float64) - cli_y) ** 2)
         assert 10 * np.log10(255 ** 2 / mse) > 38, n
+
+
+# -- scene-change props on some frames only ------------------------------------------------------
+
+def test_scene_change_props_on_some_frames_only(shim_dir):
+    """Props set before a splice: the tagged part is honoured, the untagged part (with the real
+    cut after source frame 9) gets the filter's own detection; no KeyError at render."""
+    src = source(6, 6)  # cut after local frame 3
+    tagged = src[:2].std.SetFrameProps(_SceneChangeNext=0)
+    tagged = tagged[0].std.SetFrameProps(_SceneChangeNext=1) + tagged[1]  # a cut the detector would not see
+    out = core.stvsr.Upsample(tagged + src[2:])
+    props = [out.get_frame(n).props for n in range(out.num_frames)]
+    assert [n for n, p in enumerate(props) if p["_SceneChangeNext"]] == [1, 7]
+    np.testing.assert_array_equal(planes(out.get_frame(1)), planes(out.get_frame(0)))

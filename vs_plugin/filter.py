@@ -182,22 +182,24 @@ def _props(fout: vs.VideoFrame, src: vs.VideoFrame, cut_before: bool, cut_after:
 
 
 def _scene_flags(src: vs.VideoNode, sc: bool, threshold: float) -> vs.VideoNode | None:
-    """A clip whose frame k says whether a cut lies between source frames k and k+1: the
-    clip's own `_SceneChangeNext` when it carries one, else PlaneStats of 64-px-wide luma
-    (the same measure as stvsr_core.scenecut: mean absolute luma difference)."""
+    """A clip whose frame k says whether a cut lies between source frames k and k+1: frame k's
+    own `_SceneChangeNext` where it has one (a clip may carry it on some frames only, e.g. after
+    a splice), else PlaneStats of 64-px-wide luma (the same measure as stvsr_core.scenecut:
+    mean absolute luma difference)."""
     if not sc:
         return None
-    if "_SceneChangeNext" in src.get_frame(0).props:
-        return src
     h = max(2, round(src.height * 64 / src.width / 2) * 2)
     small = src.resize.Bilinear(64, h, format=vs.GRAYS, matrix_s="170m")
     stats = core.std.PlaneStats(small, small[1:] + small[-1])
 
     def flag(n, f):
-        fout = f.copy()
-        fout.props["_SceneChangeNext"] = int(f.props["PlaneStatsDiff"] > threshold)
+        stat, own = f
+        fout = stat.copy()
+        tagged = own.props.get("_SceneChangeNext")
+        fout.props["_SceneChangeNext"] = int(bool(tagged) if tagged is not None
+                                             else stat.props["PlaneStatsDiff"] > threshold)
         return fout
-    return stats.std.ModifyFrame(stats, flag)
+    return stats.std.ModifyFrame([stats, src], flag)
 
 
 def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, device: str = "auto",
