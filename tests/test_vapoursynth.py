@@ -244,7 +244,11 @@ def test_rgbh_matches_rgbs_closely(shim_dir):
     (dict(num_streams=0), "num_streams must be an integer >= 1"),
     (dict(num_streams=64), "must not exceed core.num_threads"),
     (dict(model="no-such-model"), "neither a shipped model"),
-    (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda' or 'mps'"),
+    (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    (dict(device="cuda:x"), "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    (dict(matrix_in_s="bt709"), "matrix_in_s must be one of 709, fcc, 470bg, 170m"),
+    (dict(device="cpu", device_index=1), "device_index=1 picks a CUDA GPU, but this filter runs on cpu"),
+    (dict(device="cuda:0", device_index=1), "device='cuda:0' and device_index=1 name different GPUs"),
     (dict(device_index=-1), "device_index must be an integer >= 0"),
     (dict(sc_threshold=0.0), "sc_threshold must be a number in (0, 1]"),
     (dict(sc=5), "sc must be True or False"),
@@ -457,3 +461,24 @@ def test_scene_change_props_on_some_frames_only(shim_dir):
     props = [out.get_frame(n).props for n in range(out.num_frames)]
     assert [n for n, p in enumerate(props) if p["_SceneChangeNext"]] == [1, 7]
     np.testing.assert_array_equal(planes(out.get_frame(1)), planes(out.get_frame(0)))
+
+
+# -- arguments: types, matrix, devices -----------------------------------------------------------
+
+def test_python_function_validates_types(shim_dir):
+    from vs_plugin import upsample
+    clip = source(20, 2)
+    for kwargs, message in [(dict(model=5), "model must be a shipped model name or a .safetensors path, got 5"),
+                            (dict(device=0), "device must be 'auto'"), (dict(matrix_in_s=709), "matrix_in_s must be")]:
+        with pytest.raises(vs.Error, match="^stvsr.Upsample: ") as e:
+            upsample(clip, **kwargs)
+        assert message in str(e.value)
+
+
+def test_cuda_device_with_index_as_in_the_cli(shim_dir):
+    clip = source(20, 2).resize.Bicubic(160, 68)
+    if torch.cuda.is_available():
+        assert core.stvsr.Upsample(clip, device="cuda:0").get_frame(0)
+        return
+    with pytest.raises(vs.Error, match="CUDA is not available"):
+        core.stvsr.Upsample(clip, device="cuda:0")

@@ -9,6 +9,7 @@ cut); by default the last frame is repeated so the clip keeps its duration (2N f
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from stvsr_core.registry import load_model, resolve_model
 from stvsr_core.scenecut import DEFAULT_THRESHOLD
 from stvsr_core.weights import WeightsError
 
-from .convert import to_rgb
+from .convert import MATRICES, to_rgb
 
 core = vs.core
 
@@ -47,25 +48,37 @@ def _as_int(name: str, v, lo: int) -> int:
 
 
 def _device(device, device_index: int) -> torch.device:
-    if isinstance(device, bytes):
-        device = device.decode()
-    if device not in ("auto", "cpu", "cuda", "mps"):
-        raise _error(f"device must be 'auto', 'cpu', 'cuda' or 'mps', got {device!r}")
+    """As in the CLI: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'. device_index picks the GPU when
+    device names none; off CUDA a non-zero device_index is refused rather than ignored."""
+    named = None
+    if device != "auto":
+        try:
+            named = torch.device(device) if isinstance(device, str) else None
+        except RuntimeError:
+            pass
+        if named is None or named.type not in ("cpu", "cuda", "mps"):
+            raise _error(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    if named is not None and named.index is not None and device_index not in (0, named.index):
+        raise _error(f"device={device!r} and device_index={device_index} name different GPUs: give one of them")
     try:
         dev = select_device(device)
     except InputError as e:
-        raise _error(str(e).replace("--device", "device=")) from None
+        raise _error(str(e).replace("--device ", "device=")) from None
     if dev.type == "cuda":
-        if device_index >= torch.cuda.device_count():
-            raise _error(f"device_index {device_index} does not exist: this machine has "
+        index = dev.index if dev.index is not None else device_index
+        if index >= torch.cuda.device_count():
+            raise _error(f"CUDA device {index} does not exist: this machine has "
                          f"{torch.cuda.device_count()} CUDA device(s), numbered from 0")
-        dev = torch.device("cuda", device_index)
+        dev = torch.device("cuda", index)
+    elif device_index != 0:
+        raise _error(f"device_index={device_index} picks a CUDA GPU, but this filter runs on {dev.type}: "
+                     "drop device_index")
     return dev
 
 
 def _load(model, dev: torch.device):
-    if isinstance(model, bytes):
-        model = model.decode()
+    if not isinstance(model, (str, os.PathLike)):
+        raise _error(f"model must be a shipped model name or a .safetensors path, got {model!r}")
     try:
         path = resolve_model(model)
         with _MODELS_LOCK:
@@ -209,7 +222,8 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     """Double the size and the frame rate of `clip`.
 
     model: a shipped model name ("default", see `stvsr models`) or a .safetensors path.
-    device / device_index: "auto" picks CUDA, then MPS, then the CPU; device_index picks the GPU.
+    device / device_index: "auto" picks CUDA, then MPS, then the CPU; "cuda:1" or device_index=1
+        picks a GPU (as in the CLI); a non-zero device_index off CUDA is refused.
     fp16: half precision on CUDA (default on there; not available elsewhere).
     bf16: bfloat16 networks (default on for CPUs with AMX or AVX512-BF16).
     num_streams: frames processed at once (one CUDA stream each on a GPU); <= core.num_threads.
@@ -246,6 +260,8 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
             raise _error(f"fp16 needs a CUDA device, but this filter runs on {dev.type}: drop fp16=True")
     if bf16 is not None:
         bf16 = _as_bool("bf16", bf16)
+    if matrix_in_s is not None and matrix_in_s not in MATRICES:
+        raise _error(f"matrix_in_s must be one of {', '.join(MATRICES)}, got {matrix_in_s!r}")
     src, back = to_rgb(clip, matrix_in_s)
     net = _load(model, dev)
     try:
