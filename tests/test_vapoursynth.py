@@ -238,7 +238,7 @@ def test_rgbh_matches_rgbs_closely(shim_dir):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(foo=1), "unknown argument 'foo'"),
+    (dict(foo=1), "does not take argument(s) named foo"),
     (dict(tile=-1), "tile must be an integer >= 0"),
     (dict(tile_pad=-2), "tile_pad must be an integer >= 0"),
     (dict(num_streams=0), "num_streams must be an integer >= 1"),
@@ -482,3 +482,39 @@ def test_cuda_device_with_index_as_in_the_cli(shim_dir):
         return
     with pytest.raises(vs.Error, match="CUDA is not available"):
         core.stvsr.Upsample(clip, device="cuda:0")
+
+
+# -- errors and signature ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [dict(tile=-1), dict(model="no-such-model"), dict(matrix_in_s="bt709"),
+                                    dict(device="tpu"), dict(device="cpu", device_index=2)])
+def test_errors_are_one_line_without_traceback(shim_dir, kwargs):
+    clip = source(20, 2)
+    with pytest.raises(vs.Error) as e:
+        core.stvsr.Upsample(clip, **kwargs)
+    message = str(e.value)
+    assert message.startswith("stvsr.Upsample: ") and "\n" not in message and "Traceback" not in message
+
+
+def test_vspipe_prints_the_message_without_our_traceback(shim_dir, tmp_path):
+    script = tmp_path / "bad.vpy"
+    script.write_text("import vapoursynth as vs\n"
+                      f"vs.core.stvsr.Upsample(vs.core.bs.VideoSource({str(DEMO)!r}), tile=-1).set_output()\n")
+    r = subprocess.run([VSPIPE, "--info", str(script)], env=env_with(shim_dir), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0
+    assert "stvsr.Upsample: tile must be an integer >= 0, got -1" in r.stderr
+    assert "bridge.py" not in r.stderr and "filter.py" not in r.stderr, r.stderr
+
+
+def test_signature_is_the_filter_s(shim_dir):
+    """The shim registers upsample()'s own arguments, in order: .signature documents the filter,
+    positional arguments work, and no internal function shows in core.stvsr."""
+    import inspect
+    from vs_plugin.filter import upsample
+    names = [arg.split(":")[0] for arg in core.stvsr.Upsample.signature.split(";") if arg]
+    assert names == list(inspect.signature(upsample).parameters)
+    assert [f.name for f in core.stvsr.functions()] == ["Upsample"]
+    clip = source(20, 2).resize.Bicubic(160, 68)
+    assert core.stvsr.Upsample(clip, "default", 0, "cpu").num_frames == 4
+    assert clip.stvsr.Upsample(exact_double=False).num_frames == 3
