@@ -518,3 +518,25 @@ def test_signature_is_the_filter_s(shim_dir):
     clip = source(20, 2).resize.Bicubic(160, 68)
     assert core.stvsr.Upsample(clip, "default", 0, "cpu").num_frames == 4
     assert clip.stvsr.Upsample(exact_double=False).num_frames == 3
+
+
+# -- alpha ---------------------------------------------------------------------------------------
+
+def test_alpha_is_dropped_with_a_warning(shim_dir):
+    """A clip carrying _Alpha: the output frames carry none (not the old-size one), the log says
+    so once with the fix, and the documented recipe gives an alpha at the new size."""
+    clip = source(20, 2).resize.Bicubic(160, 68)
+    alpha = clip.std.ShufflePlanes(0, vs.GRAY).std.Binarize(100)  # a real-frame matte
+    with_alpha = clip.std.ClipToProp(alpha, "_Alpha")
+    messages = []
+    handle = core.add_log_handler(lambda kind, msg: messages.append(msg))
+    try:
+        out = core.stvsr.Upsample(with_alpha)
+    finally:
+        core.remove_log_handler(handle)
+    assert "_Alpha" not in out.get_frame(0).props and "_Alpha" not in out.get_frame(1).props
+    from vs_plugin.filter import ALPHA_DROPPED
+    assert [m for m in messages if "_Alpha" in m] == [ALPHA_DROPPED]
+    kept = out.std.ClipToProp(core.stvsr.Upsample(with_alpha.std.PropToClip("_Alpha")), "_Alpha")
+    a = kept.get_frame(1).props["_Alpha"]
+    assert (a.width, a.height, a.format.color_family) == (320, 136, vs.GRAY)

@@ -27,6 +27,10 @@ from .convert import MATRICES, to_rgb
 
 core = vs.core
 
+ALPHA_DROPPED = ("stvsr.Upsample: the clip's alpha (_Alpha) is dropped; to keep it, upsample it as a clip of "
+                 "its own and attach it: out.std.ClipToProp(core.stvsr.Upsample(clip.std.PropToClip('_Alpha')), "
+                 "'_Alpha'); to silence this, clip.std.RemoveFrameProps('_Alpha')")
+
 _MODELS: dict = {}  # (path, device) -> DualStream, shared by every Upsample call in a process
 _MODELS_LOCK = threading.Lock()
 
@@ -185,10 +189,10 @@ def _write(out: vs.VideoFrame, image: torch.Tensor) -> None:
 
 def _props(fout: vs.VideoFrame, src: vs.VideoFrame, cut_before: bool, cut_after: bool) -> None:
     """The source frame's props (its duration already halved by std.Interleave), scene changes
-    moved to where they now fall."""
+    moved to where they now fall, and no `_Alpha` (see upsample)."""
     props = fout.props
     for key, value in src.props.items():
-        if key not in ("_SceneChangeNext", "_SceneChangePrev"):
+        if key not in ("_SceneChangeNext", "_SceneChangePrev", "_Alpha"):
             props[key] = value
     props["_SceneChangePrev"] = int(cut_before)
     props["_SceneChangeNext"] = int(cut_after)
@@ -235,7 +239,8 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
         "openvino-bf16" on the CPU (not faster than torch on our test CPU; README, Speed).
 
     Levels and colour tags are kept (vs_plugin.convert); values outside the nominal range
-    (super-whites, sub-blacks) are clipped, as in the CLI.
+    (super-whites, sub-blacks) are clipped, as in the CLI. An alpha plane (`_Alpha`) is dropped
+    with a warning naming the fix: its in-between frames cannot come from the colour frames.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _error(f"clip must be a video clip (vs.VideoNode), got {type(clip).__name__}")
@@ -262,6 +267,8 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
         bf16 = _as_bool("bf16", bf16)
     if matrix_in_s is not None and matrix_in_s not in MATRICES:
         raise _error(f"matrix_in_s must be one of {', '.join(MATRICES)}, got {matrix_in_s!r}")
+    if "_Alpha" in clip.get_frame(0).props:
+        core.log_message(vs.MESSAGE_TYPE_WARNING, ALPHA_DROPPED)
     src, back = to_rgb(clip, matrix_in_s)
     net = _load(model, dev)
     try:
