@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -237,13 +238,17 @@ def test_rgbh_matches_rgbs_closely(shim_dir):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(foo=1), "unknown argument 'foo'"),
+    (dict(foo=1), "does not take argument(s) named foo"),
     (dict(tile=-1), "tile must be an integer >= 0"),
     (dict(tile_pad=-2), "tile_pad must be an integer >= 0"),
     (dict(num_streams=0), "num_streams must be an integer >= 1"),
     (dict(num_streams=64), "must not exceed core.num_threads"),
     (dict(model="no-such-model"), "neither a shipped model"),
-    (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda' or 'mps'"),
+    (dict(device="tpu"), "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    (dict(device="cuda:x"), "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    (dict(matrix_in_s="bt709"), "matrix_in_s must be one of 709, fcc, 470bg, 170m"),
+    (dict(device="cpu", device_index=1), "device_index=1 picks a CUDA GPU, but this filter runs on cpu"),
+    (dict(device="cuda:0", device_index=1), "device='cuda:0' and device_index=1 name different GPUs"),
     (dict(device_index=-1), "device_index must be an integer >= 0"),
     (dict(sc_threshold=0.0), "sc_threshold must be a number in (0, 1]"),
     (dict(sc=5), "sc must be True or False"),
@@ -314,3 +319,224 @@ def test_quality_model_in_the_filter(shim_dir, monkeypatch, tmp_path):
     monkeypatch.setattr("vs_plugin.filter._MODELS", {})
     with pytest.raises(vs.Error, match="stvsr fetch-backbones"):
         core.stvsr.Upsample(rgb, model="stvsr-quality")
+
+
+# -- colour levels and tags ----------------------------------------------------------------------
+
+COLOUR_PROPS = ("_Matrix", "_Range", "_Transfer", "_Primaries", "_ChromaLocation")
+
+
+def tagged_file(path, rng, first=20, count=3):
+    """Real frames of the bundled clip as an H.264 file tagged BT.709 and `rng` ("limited" or
+    "full"; a full-range file gets its levels stretched to 0..255, as a camera records them)."""
+    code = {"limited": 1, "full": 2}[rng]  # FFmpeg's MPEG / JPEG range
+    with av.open(str(DEMO)) as src, av.open(str(path), "w") as dst:
+        s = dst.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt, s.options = 640, 272, "yuv420p", {"crf": "12"}
+        cc = s.codec_context
+        cc.color_range, cc.colorspace, cc.color_primaries, cc.color_trc = code, 1, 1, 1
+        for i, f in enumerate(src.decode(video=0)):
+            if i >= first + count:
+                break
+            if i >= first:
+                yuv = f.reformat(format="yuv420p", src_color_range=1, dst_color_range=code).to_ndarray()
+                g = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                g.color_range, g.colorspace = code, 1
+                for packet in s.encode(g):
+                    dst.mux(packet)
+        for packet in s.encode():
+            dst.mux(packet)
+    return path
+
+
+def luma_levels(frame) -> np.ndarray:
+    """Mean, 1st and 99th percentile of Y (or GRAY), in 8-bit units."""
+    y = np.asarray(frame[0]).astype(np.float64)
+    fmt = frame.format
+    y = y * 255 if fmt.sample_type == vs.FLOAT else y / (1 << (fmt.bits_per_sample - 8))
+    return np.array([y.mean(), *np.percentile(y, [1, 99])])
+
+
+def tags(frame) -> dict:
+    return {k: int(frame.props[k]) if k in frame.props else None for k in COLOUR_PROPS}
+
+
+@pytest.mark.parametrize("rng", ["limited", "full"])
+def test_bestsource_file_keeps_levels_and_tags(shim_dir, tmp_path, rng):
+    """A real tagged H.264 file through BestSource: the upscaled frame has the source's levels
+    (mean and percentiles of Y) and every colour tag."""
+    clip = core.bs.VideoSource(str(tagged_file(tmp_path / f"{rng}.mp4", rng)))
+    src = clip.get_frame(0)
+    assert tags(src)["_Range"] == {"limited": 0, "full": 1}[rng] and tags(src)["_Matrix"] == 1
+    out = core.stvsr.Upsample(clip).get_frame(0)
+    assert tags(out) == tags(src)
+    np.testing.assert_allclose(luma_levels(out), luma_levels(src), atol=1.0)
+
+
+@pytest.mark.parametrize("fmt", [vs.YUV420P8, vs.YUV420P10, vs.YUV422P16, vs.YUV444P8, vs.YUV444PH, vs.YUV444PS,
+                                 vs.GRAY8, vs.GRAY16, vs.GRAYS], ids=lambda f: f.name)
+@pytest.mark.parametrize("rng", ["limited", "full", None])
+def test_levels_and_tags_in_every_format(shim_dir, fmt, rng):
+    """Limited, full and untagged clips of real frames in integer and float YUV and GRAY: the
+    levels are kept, and so are the tags; an untagged clip comes back tagged with the convention
+    it was read with (limited range; 170m for this SD size)."""
+    yuv = vs.core.get_video_format(fmt).color_family == vs.YUV
+    clip = source(20, 2).resize.Bicubic(320, 136, format=fmt, matrix_in_s="170m", matrix_s="170m" if yuv else None,
+                                        range_s=rng or "limited")
+    if rng is None:
+        clip = clip.std.RemoveFrameProps(["_Range", "_Matrix"])
+    src = clip.get_frame(0)
+    out = core.stvsr.Upsample(clip).get_frame(0)
+    expected = tags(src)
+    if rng is None:
+        expected.update(_Range=0, _Matrix=6 if yuv else None)
+    assert tags(out) == expected
+    np.testing.assert_allclose(luma_levels(out), luma_levels(src), atol=1.0)
+
+
+def test_super_whites_are_clipped(shim_dir):
+    """The documented rule: the engine works on RGB 0..1 (as the CLI), so limited-range values
+    above 235 come back as 235; a full-range clip keeps its whites up to 255."""
+    lifted = source(20, 2).std.Expr(["x 40 +", ""])  # real frames with highlights up to 255
+    assert np.asarray(lifted.get_frame(0)[0]).max() > 245
+    limited = core.stvsr.Upsample(lifted.std.SetFrameProps(_Range=0)).get_frame(0)
+    full = core.stvsr.Upsample(lifted.std.SetFrameProps(_Range=1)).get_frame(0)
+    assert np.asarray(limited[0]).max() == 235
+    assert np.asarray(full[0]).max() > 245
+
+
+def y4m_luma(data: bytes):
+    """(header, Y plane of every frame) of a 4:2:0 8-bit y4m stream."""
+    header, _, rest = data.partition(b"\n")
+    fields = {f[:1]: f[1:] for f in header.split()[1:]}
+    w, h = int(fields[b"W"]), int(fields[b"H"])
+    frames = []
+    while rest.startswith(b"FRAME"):
+        rest = rest[rest.index(b"\n") + 1:]
+        frames.append(np.frombuffer(rest[:w * h], np.uint8).reshape(h, w))
+        rest = rest[w * h * 3 // 2:]
+    return header, frames
+
+
+@pytest.mark.parametrize("rng", ["limited", "full"])
+def test_vspipe_y4m_keeps_levels_and_matches_the_cli(shim_dir, tmp_path, rng):
+    """vspipe -c y4m end to end on a real tagged file: Y levels as in the source, and Y agrees
+    with the CLI's output of the same file (its RGB PNGs taken back to BT.709 Y in `rng`)."""
+    video = tagged_file(tmp_path / f"{rng}.mp4", rng, count=2)
+    script = tmp_path / "y4m.vpy"
+    script.write_text("import vapoursynth as vs\n"
+                      f"vs.core.stvsr.Upsample(vs.core.bs.VideoSource({str(video)!r})).set_output()\n")
+    r = subprocess.run([VSPIPE, "-c", "y4m", str(script), "-"], env=env_with(shim_dir), capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    header, frames = y4m_luma(r.stdout)
+    assert header.startswith(b"YUV4MPEG2 C420 W1280 H544") and len(frames) == 4
+    src = core.bs.VideoSource(str(video)).get_frame(0)
+    y = frames[0].astype(np.float64)
+    np.testing.assert_allclose([y.mean(), *np.percentile(y, [1, 99])], luma_levels(src), atol=1.0)
+
+    pngs = tmp_path / "cli"
+    cli = subprocess.run([sys.executable, "-m", "stvsr_core.cli", "upsample", str(video), "-o", str(pngs),
+                          "--device", "cpu", "--exact-double"], env=env_with(shim_dir), capture_output=True,
+                         text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    from PIL import Image
+    for n in (0, 1):  # an upscaled frame and an in-between one
+        rgb = np.asarray(Image.open(pngs / f"{n:06d}.png").convert("RGB")).astype(np.float64)
+        luma = rgb @ [0.2126, 0.7152, 0.0722]
+        cli_y = luma if rng == "full" else 16 + luma * 219 / 255
+        mse = np.mean((frames[n].astype(np.float64) - cli_y) ** 2)
+        assert 10 * np.log10(255 ** 2 / mse) > 38, n
+
+
+# -- scene-change props on some frames only ------------------------------------------------------
+
+def test_scene_change_props_on_some_frames_only(shim_dir):
+    """Props set before a splice: the tagged part is honoured, the untagged part (with the real
+    cut after source frame 9) gets the filter's own detection; no KeyError at render."""
+    src = source(6, 6)  # cut after local frame 3
+    tagged = src[:2].std.SetFrameProps(_SceneChangeNext=0)
+    tagged = tagged[0].std.SetFrameProps(_SceneChangeNext=1) + tagged[1]  # a cut the detector would not see
+    out = core.stvsr.Upsample(tagged + src[2:])
+    props = [out.get_frame(n).props for n in range(out.num_frames)]
+    assert [n for n, p in enumerate(props) if p["_SceneChangeNext"]] == [1, 7]
+    np.testing.assert_array_equal(planes(out.get_frame(1)), planes(out.get_frame(0)))
+
+
+# -- arguments: types, matrix, devices -----------------------------------------------------------
+
+def test_python_function_validates_types(shim_dir):
+    from vs_plugin import upsample
+    clip = source(20, 2)
+    for kwargs, message in [(dict(model=5), "model must be a shipped model name or a .safetensors path, got 5"),
+                            (dict(device=0), "device must be 'auto'"), (dict(matrix_in_s=709), "matrix_in_s must be")]:
+        with pytest.raises(vs.Error, match="^stvsr.Upsample: ") as e:
+            upsample(clip, **kwargs)
+        assert message in str(e.value)
+
+
+def test_cuda_device_with_index_as_in_the_cli(shim_dir):
+    clip = source(20, 2).resize.Bicubic(160, 68)
+    if torch.cuda.is_available():
+        assert core.stvsr.Upsample(clip, device="cuda:0").get_frame(0)
+        return
+    with pytest.raises(vs.Error, match="CUDA is not available"):
+        core.stvsr.Upsample(clip, device="cuda:0")
+
+
+# -- errors and signature ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [dict(tile=-1), dict(model="no-such-model"), dict(matrix_in_s="bt709"),
+                                    dict(device="tpu"), dict(device="cpu", device_index=2)])
+def test_errors_are_one_line_without_traceback(shim_dir, kwargs):
+    clip = source(20, 2)
+    with pytest.raises(vs.Error) as e:
+        core.stvsr.Upsample(clip, **kwargs)
+    message = str(e.value)
+    assert message.startswith("stvsr.Upsample: ") and "\n" not in message and "Traceback" not in message
+
+
+def test_vspipe_prints_the_message_without_our_traceback(shim_dir, tmp_path):
+    script = tmp_path / "bad.vpy"
+    script.write_text("import vapoursynth as vs\n"
+                      f"vs.core.stvsr.Upsample(vs.core.bs.VideoSource({str(DEMO)!r}), tile=-1).set_output()\n")
+    r = subprocess.run([VSPIPE, "--info", str(script)], env=env_with(shim_dir), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0
+    assert "stvsr.Upsample: tile must be an integer >= 0, got -1" in r.stderr
+    assert "bridge.py" not in r.stderr and "filter.py" not in r.stderr, r.stderr
+
+
+def test_signature_is_the_filter_s(shim_dir):
+    """The shim registers upsample()'s own arguments, in order: .signature documents the filter,
+    positional arguments work, and no internal function shows in core.stvsr."""
+    import inspect
+    from vs_plugin.filter import upsample
+    names = [arg.split(":")[0] for arg in core.stvsr.Upsample.signature.split(";") if arg]
+    assert names == list(inspect.signature(upsample).parameters)
+    assert [f.name for f in core.stvsr.functions()] == ["Upsample"]
+    clip = source(20, 2).resize.Bicubic(160, 68)
+    assert core.stvsr.Upsample(clip, "default", 0, "cpu").num_frames == 4
+    assert clip.stvsr.Upsample(exact_double=False).num_frames == 3
+
+
+# -- alpha ---------------------------------------------------------------------------------------
+
+def test_alpha_is_dropped_with_a_warning(shim_dir):
+    """A clip carrying _Alpha: the output frames carry none (not the old-size one), the log says
+    so once with the fix, and the documented recipe gives an alpha at the new size."""
+    clip = source(20, 2).resize.Bicubic(160, 68)
+    alpha = clip.std.ShufflePlanes(0, vs.GRAY).std.Binarize(100)  # a real-frame matte
+    with_alpha = clip.std.ClipToProp(alpha, "_Alpha")
+    messages = []
+    handle = core.add_log_handler(lambda kind, msg: messages.append(msg))
+    try:
+        out = core.stvsr.Upsample(with_alpha)
+    finally:
+        core.remove_log_handler(handle)
+    assert "_Alpha" not in out.get_frame(0).props and "_Alpha" not in out.get_frame(1).props
+    from vs_plugin.filter import ALPHA_DROPPED
+    assert [m for m in messages if "_Alpha" in m] == [ALPHA_DROPPED]
+    kept = out.std.ClipToProp(core.stvsr.Upsample(with_alpha.std.PropToClip("_Alpha")), "_Alpha")
+    a = kept.get_frame(1).props["_Alpha"]
+    assert (a.width, a.height, a.format.color_family) == (320, 136, vs.GRAY)

@@ -1,26 +1,34 @@
-"""What the C shim calls: hands `core.stvsr.Upsample`'s Python implementation to the shim.
+"""What the C shim runs for every `core.stvsr.Upsample(...)` call: `run(**arguments)`.
 
-The shim imports this module and calls `register()` whenever `core.stvsr.Upsample` is
-called; `register` passes a Python callable to the shim's `Register` function, which the shim
-then calls with the user's arguments (VapourSynth converts them both ways).
+The shim passes the user's arguments other than the clip. Clips pass between Python and a
+plugin only through plugin calls, so `run()` calls `core.stvsr.Upsample` twice on the shim's
+thread while the user's call waits in the shim: the first call returns the user's clip, the
+second hands the finished clip back. Whatever `run()` raises reaches the user as one line,
+`str(exception)`, never a traceback.
 """
 from __future__ import annotations
 
-import inspect
+import sys
+import traceback
 
 import vapoursynth as vs
 
 
-def _upsample_from_shim(clip: vs.VideoNode, **kwargs) -> dict:
-    from .filter import upsample
-    known = list(inspect.signature(upsample).parameters)[1:]
-    for key, value in kwargs.items():
-        if key not in known:
-            raise vs.Error(f"stvsr.Upsample: unknown argument {key!r}; it takes {', '.join(known)}")
-        if isinstance(value, bytes):  # VapourSynth hands strings over as bytes
-            kwargs[key] = value.decode()
-    return {"clip": upsample(clip, **kwargs)}
-
-
-def register() -> None:
-    vs.core.stvsr.Register(func=_upsample_from_shim)
+def run(**arguments) -> None:
+    core = vs.core
+    clip = core.stvsr.Upsample(core.std.BlankClip(length=1))  # the user's clip
+    arguments = {k: v.decode() if isinstance(v, bytes) else v for k, v in arguments.items()}
+    try:
+        from .filter import upsample
+    except ImportError as e:
+        raise vs.Error(f"stvsr.Upsample: cannot import its Python implementation ({e}): "
+                       "pip install 'stvsr[vapoursynth]' into the Python that VapourSynth uses") from None
+    try:
+        out = upsample(clip, **arguments)
+    except vs.Error:
+        raise
+    except Exception as e:  # a bug: the message to the user, the traceback to stderr for the report
+        traceback.print_exc(file=sys.stderr)
+        raise vs.Error(f"stvsr.Upsample: internal error ({type(e).__name__}: {e}); "
+                       "please report it with the traceback printed above") from None
+    core.stvsr.Upsample(out)  # hands the result to the shim

@@ -9,6 +9,7 @@ cut); by default the last frame is repeated so the clip keeps its duration (2N f
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections import OrderedDict
@@ -22,9 +23,13 @@ from stvsr_core.registry import load_model, resolve_model
 from stvsr_core.scenecut import DEFAULT_THRESHOLD
 from stvsr_core.weights import WeightsError
 
-from .convert import to_rgb
+from .convert import MATRICES, to_rgb
 
 core = vs.core
+
+ALPHA_DROPPED = ("stvsr.Upsample: the clip's alpha (_Alpha) is dropped; to keep it, upsample it as a clip of "
+                 "its own and attach it: out.std.ClipToProp(core.stvsr.Upsample(clip.std.PropToClip('_Alpha')), "
+                 "'_Alpha'); to silence this, clip.std.RemoveFrameProps('_Alpha')")
 
 _MODELS: dict = {}  # (path, device) -> DualStream, shared by every Upsample call in a process
 _MODELS_LOCK = threading.Lock()
@@ -47,25 +52,37 @@ def _as_int(name: str, v, lo: int) -> int:
 
 
 def _device(device, device_index: int) -> torch.device:
-    if isinstance(device, bytes):
-        device = device.decode()
-    if device not in ("auto", "cpu", "cuda", "mps"):
-        raise _error(f"device must be 'auto', 'cpu', 'cuda' or 'mps', got {device!r}")
+    """As in the CLI: 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'. device_index picks the GPU when
+    device names none; off CUDA a non-zero device_index is refused rather than ignored."""
+    named = None
+    if device != "auto":
+        try:
+            named = torch.device(device) if isinstance(device, str) else None
+        except RuntimeError:
+            pass
+        if named is None or named.type not in ("cpu", "cuda", "mps"):
+            raise _error(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    if named is not None and named.index is not None and device_index not in (0, named.index):
+        raise _error(f"device={device!r} and device_index={device_index} name different GPUs: give one of them")
     try:
         dev = select_device(device)
     except InputError as e:
-        raise _error(str(e).replace("--device", "device=")) from None
+        raise _error(str(e).replace("--device ", "device=")) from None
     if dev.type == "cuda":
-        if device_index >= torch.cuda.device_count():
-            raise _error(f"device_index {device_index} does not exist: this machine has "
+        index = dev.index if dev.index is not None else device_index
+        if index >= torch.cuda.device_count():
+            raise _error(f"CUDA device {index} does not exist: this machine has "
                          f"{torch.cuda.device_count()} CUDA device(s), numbered from 0")
-        dev = torch.device("cuda", device_index)
+        dev = torch.device("cuda", index)
+    elif device_index != 0:
+        raise _error(f"device_index={device_index} picks a CUDA GPU, but this filter runs on {dev.type}: "
+                     "drop device_index")
     return dev
 
 
 def _load(model, dev: torch.device):
-    if isinstance(model, bytes):
-        model = model.decode()
+    if not isinstance(model, (str, os.PathLike)):
+        raise _error(f"model must be a shipped model name or a .safetensors path, got {model!r}")
     try:
         path = resolve_model(model)
         with _MODELS_LOCK:
@@ -172,32 +189,34 @@ def _write(out: vs.VideoFrame, image: torch.Tensor) -> None:
 
 def _props(fout: vs.VideoFrame, src: vs.VideoFrame, cut_before: bool, cut_after: bool) -> None:
     """The source frame's props (its duration already halved by std.Interleave), scene changes
-    moved to where they now fall."""
+    moved to where they now fall, and no `_Alpha` (see upsample)."""
     props = fout.props
     for key, value in src.props.items():
-        if key not in ("_SceneChangeNext", "_SceneChangePrev"):
+        if key not in ("_SceneChangeNext", "_SceneChangePrev", "_Alpha"):
             props[key] = value
     props["_SceneChangePrev"] = int(cut_before)
     props["_SceneChangeNext"] = int(cut_after)
 
 
 def _scene_flags(src: vs.VideoNode, sc: bool, threshold: float) -> vs.VideoNode | None:
-    """A clip whose frame k says whether a cut lies between source frames k and k+1: the
-    clip's own `_SceneChangeNext` when it carries one, else PlaneStats of 64-px-wide luma
-    (the same measure as stvsr_core.scenecut: mean absolute luma difference)."""
+    """A clip whose frame k says whether a cut lies between source frames k and k+1: frame k's
+    own `_SceneChangeNext` where it has one (a clip may carry it on some frames only, e.g. after
+    a splice), else PlaneStats of 64-px-wide luma (the same measure as stvsr_core.scenecut:
+    mean absolute luma difference)."""
     if not sc:
         return None
-    if "_SceneChangeNext" in src.get_frame(0).props:
-        return src
     h = max(2, round(src.height * 64 / src.width / 2) * 2)
     small = src.resize.Bilinear(64, h, format=vs.GRAYS, matrix_s="170m")
     stats = core.std.PlaneStats(small, small[1:] + small[-1])
 
     def flag(n, f):
-        fout = f.copy()
-        fout.props["_SceneChangeNext"] = int(f.props["PlaneStatsDiff"] > threshold)
+        stat, own = f
+        fout = stat.copy()
+        tagged = own.props.get("_SceneChangeNext")
+        fout.props["_SceneChangeNext"] = int(bool(tagged) if tagged is not None
+                                             else stat.props["PlaneStatsDiff"] > threshold)
         return fout
-    return stats.std.ModifyFrame(stats, flag)
+    return stats.std.ModifyFrame([stats, src], flag)
 
 
 def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, device: str = "auto",
@@ -207,16 +226,21 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     """Double the size and the frame rate of `clip`.
 
     model: a shipped model name ("default", see `stvsr models`) or a .safetensors path.
-    device / device_index: "auto" picks CUDA, then MPS, then the CPU; device_index picks the GPU.
+    device / device_index: "auto" picks CUDA, then MPS, then the CPU; "cuda:1" or device_index=1
+        picks a GPU (as in the CLI); a non-zero device_index off CUDA is refused.
     fp16: half precision on CUDA (default on there; not available elsewhere).
     bf16: bfloat16 networks (default on for CPUs with AMX or AVX512-BF16).
     num_streams: frames processed at once (one CUDA stream each on a GPU); <= core.num_threads.
     tile / tile_pad: low-res tile size and overlap for large frames (0: automatic above 1280x720).
     sc / sc_threshold: keep scene cuts (the in-between frame of a cut is a copy of the frame before).
     exact_double: 2N output frames, the last repeated, so the duration is kept; False gives 2N-1.
-    matrix_in_s: YUV matrix of the input when the clip's frames do not say (_Matrix); default by size.
+    matrix_in_s: YUV matrix of the input (overrides _Matrix; untagged: 709 for HD, 170m for SD).
     backend: "torch"; "torch-compile" (about 1.2x faster after ~30 s of compiling); "openvino" or
         "openvino-bf16" on the CPU (not faster than torch on our test CPU; README, Speed).
+
+    Levels and colour tags are kept (vs_plugin.convert); values outside the nominal range
+    (super-whites, sub-blacks) are clipped, as in the CLI. An alpha plane (`_Alpha`) is dropped
+    with a warning naming the fix: its in-between frames cannot come from the colour frames.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _error(f"clip must be a video clip (vs.VideoNode), got {type(clip).__name__}")
@@ -241,6 +265,10 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
             raise _error(f"fp16 needs a CUDA device, but this filter runs on {dev.type}: drop fp16=True")
     if bf16 is not None:
         bf16 = _as_bool("bf16", bf16)
+    if matrix_in_s is not None and matrix_in_s not in MATRICES:
+        raise _error(f"matrix_in_s must be one of {', '.join(MATRICES)}, got {matrix_in_s!r}")
+    if "_Alpha" in clip.get_frame(0).props:
+        core.log_message(vs.MESSAGE_TYPE_WARNING, ALPHA_DROPPED)
     src, back = to_rgb(clip, matrix_in_s)
     net = _load(model, dev)
     try:
