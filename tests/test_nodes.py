@@ -206,7 +206,8 @@ def _fake_folder_paths(tmp_path):
     return SimpleNamespace(
         models_dir=str(tmp_path / "models"), folder_names_and_paths=entries,
         get_input_directory=lambda: str(tmp_path / "input"),
-        add_model_folder_path=lambda name, path, is_default=False: entries.setdefault(name, ([], set()))[0].append(path))
+        add_model_folder_path=lambda name, path, is_default=False:
+            entries.setdefault(name, ([], set()))[0].append(path))
 
 
 def test_pack_load_creates_model_folder_and_puts_the_demo_clip_in_input(tmp_path, monkeypatch):
