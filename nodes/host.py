@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 
 import torch
 
@@ -19,12 +20,31 @@ FOLDER = "stvsr"
 
 
 def register_model_folder() -> None:
-    """Add ComfyUI/models/stvsr for .safetensors files, keeping paths from extra_model_paths.yaml."""
+    """Add (and create) ComfyUI/models/stvsr for .safetensors files, keeping paths from extra_model_paths.yaml."""
     if folder_paths is None:
         return
-    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER), is_default=True)
+    path = os.path.join(folder_paths.models_dir, FOLDER)
+    os.makedirs(path, exist_ok=True)
+    folder_paths.add_model_folder_path(FOLDER, path, is_default=True)
     paths, exts = folder_paths.folder_names_and_paths[FOLDER]
     folder_paths.folder_names_and_paths[FOLDER] = (paths, set(exts) | {".safetensors"})
+
+
+def install_demo_clip() -> None:
+    """Copy the bundled clip that the example workflows load into ComfyUI's input folder,
+    unless a file of that name is already there (never overwritten)."""
+    if folder_paths is None:
+        return
+    from ..stvsr_core.video_io import DEMO_CLIP
+    dst = os.path.join(folder_paths.get_input_directory(), DEMO_CLIP.name)
+    if os.path.exists(dst):
+        return
+    try:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(DEMO_CLIP, dst)
+        log.info("stvsr: copied the demo clip of the example workflows to %s", dst)
+    except OSError as e:
+        log.warning("stvsr: could not copy the demo clip to %s (%s): the example workflows need it there", dst, e)
 
 
 def user_model_files() -> list[str]:

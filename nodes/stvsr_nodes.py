@@ -19,7 +19,10 @@ MODEL_TYPE = "STVSR_MODEL"
 TILE = ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
                 "tooltip": "low-res tile size; 0 tiles only frames over 1280x720"})
 SCENE_THRESHOLD = ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
-                             "tooltip": "0 turns scene-cut detection off"})
+                             "tooltip": "pairs that differ more than this are a scene cut (no morphing); 0: off"})
+MODEL_IN = (MODEL_TYPE, {"tooltip": "from Load STVSR Model"})
+VIDEO_IN = ("IMAGE", {"tooltip": "the frames of a video, in order (at least 2)"})
+PROMPT_IDS = {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}
 
 
 class STVSRModel:
@@ -98,6 +101,29 @@ def _with_upscaler(stvsr_model: STVSRModel, upscale_model, node: str) -> STVSRMo
     return STVSRModel(model, stvsr_model.device, stvsr_model.fp16, stvsr_model.name, stvsr_model.bf16)
 
 
+def _reads_output(prompt, unique_id, slot: int) -> bool:
+    """Whether a node of the workflow reads this node's output `slot` (always True outside ComfyUI)."""
+    if prompt is None or unique_id is None:
+        return True
+    return any(v == [str(unique_id), slot] for node in prompt.values() for v in node.get("inputs", {}).values())
+
+
+def _refuse_meta_batches(prompt, node: str) -> None:
+    """VideoHelperSuite's Meta Batch Manager runs the workflow once per batch of frames: a node
+    that makes frames between inputs would lose those between batches. Only STVSR Upsample keeps them."""
+    if prompt and any(n.get("class_type") == "VHS_BatchManager" for n in prompt.values()):
+        raise InputError(f"{node}: this workflow has a Meta Batch Manager, whose batches would lose the frames "
+                         "between them: use STVSR Upsample with meta_batch wired to the manager")
+
+
+def _check_device(device: torch.device) -> None:
+    """Refuse a device this machine lacks up front (ComfyUI's memory manager fails on it with a KeyError)."""
+    present = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(device.type)
+    if present is not None and not present():
+        raise InputError(f"Load STVSR Model: device is {device.type}, but this machine has no {device.type.upper()} "
+                         f"device (ComfyUI runs on {host.torch_device()}): set device to auto")
+
+
 def _model_choices() -> list[str]:
     shipped = list_models()
     return ([DEFAULT_MODEL] if DEFAULT_MODEL in shipped else []) + \
@@ -110,12 +136,14 @@ class LoadSTVSRModel:
     CATEGORY = CATEGORY
     RETURN_TYPES = (MODEL_TYPE,)
     RETURN_NAMES = ("stvsr_model",)
+    OUTPUT_TOOLTIPS = ("the model and where it runs: connect it to the STVSR nodes",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model_name": (_model_choices(), {"tooltip": MODEL_TOOLTIP}),
-                             "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto"}),
+                             "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto", "tooltip":
+                                        "auto: ComfyUI's device (the GPU, or the CPU under --cpu)"}),
                              "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto", "tooltip":
                                            "auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32"})},
                 "optional": {"upscale_model": UPSCALE_MODEL}}
@@ -127,6 +155,7 @@ class LoadSTVSRModel:
         except WeightsError as e:
             raise WeightsError(f"Load STVSR Model: {e}") from None
         dev = host.torch_device() if device == "auto" else torch.device(device)
+        _check_device(dev)
         fp16 = dev.type == "cuda" if precision == "auto" else precision == "fp16"
         if fp16 and dev.type != "cuda":
             raise InputError(f"Load STVSR Model: fp16 runs only on CUDA, but the device is {dev}: choose fp32")
@@ -140,11 +169,12 @@ class STVSRSpatialUpscale:
     DESCRIPTION = "M_S: every frame upscaled 2x on its own."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("every frame at twice the width and height",)
     FUNCTION = "upscale"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
+        return {"required": {"stvsr_model": MODEL_IN, "images": ("IMAGE", {"tooltip": "frames or images"}),
                              "tile": TILE}}
 
     def upscale(self, stvsr_model, images, tile=0):
@@ -166,14 +196,17 @@ class STVSRFrameInterpolate:
     DESCRIPTION = "M_T: N frames -> 2N-1 frames at the same size; scene cuts repeat a frame instead of morphing."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("2N-1 frames: an in-between frame after each input frame but the last",)
     FUNCTION = "interpolate"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
-                             "scene_threshold": SCENE_THRESHOLD}}
+        return {"required": {"stvsr_model": MODEL_IN, "images": VIDEO_IN,
+                             "scene_threshold": SCENE_THRESHOLD},
+                "hidden": PROMPT_IDS}
 
-    def interpolate(self, stvsr_model, images, scene_threshold=DEFAULT_THRESHOLD):
+    def interpolate(self, stvsr_model, images, scene_threshold=DEFAULT_THRESHOLD, prompt=None, unique_id=None):
+        _refuse_meta_batches(prompt, "Frame Interpolate")
         x = _frames(images, min_frames=2)
         n = x.shape[0]
         out = torch.empty((2 * n - 1,) + tuple(images.shape[1:]))
@@ -195,15 +228,20 @@ class STVSRDualStreamUpsample:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE")
     RETURN_NAMES = ("upscaled_frames", "H_st", "H_ts")
+    OUTPUT_TOOLTIPS = ("the N input frames upscaled 2x (M_S)",
+                       "N-1 in-between frames: upscale, then interpolate (unclamped)",
+                       "N-1 in-between frames: interpolate, then upscale (unclamped)")
     FUNCTION = "streams"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
+        return {"required": {"stvsr_model": MODEL_IN, "images": VIDEO_IN,
                              "tile": TILE},
-                "optional": {"upscale_model": UPSCALE_MODEL}}
+                "optional": {"upscale_model": UPSCALE_MODEL},
+                "hidden": PROMPT_IDS}
 
-    def streams(self, stvsr_model, images, tile=0, upscale_model=None):
+    def streams(self, stvsr_model, images, tile=0, upscale_model=None, prompt=None, unique_id=None):
+        _refuse_meta_batches(prompt, "Dual-Stream Upsample")
         stvsr_model = _with_upscaler(stvsr_model, upscale_model, "Dual-Stream Upsample")
         x = _frames(images, min_frames=2)
         n, h, w = x.shape[0], x.shape[2] * 2, x.shape[3] * 2
@@ -230,11 +268,13 @@ class STVSRFuseStreams:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK", "MASK")
     RETURN_NAMES = ("H_F", "M_st", "M_ts")
+    OUTPUT_TOOLTIPS = ("the fused in-between frames", "the weight of H_st per pixel", "the weight of H_ts per pixel")
     FUNCTION = "fuse"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"stvsr_model": (MODEL_TYPE,), "H_st": ("IMAGE",), "H_ts": ("IMAGE",)}}
+        return {"required": {"stvsr_model": MODEL_IN, "H_st": ("IMAGE", {"tooltip": "H_st of Dual-Stream Upsample"}),
+                             "H_ts": ("IMAGE", {"tooltip": "H_ts of Dual-Stream Upsample"})}}
 
     def fuse(self, stvsr_model, H_st, H_ts):
         a, b = _frames(H_st, "H_st"), _frames(H_ts, "H_ts")
@@ -256,11 +296,12 @@ class STVSRRefine:
     DESCRIPTION = "R: sharpens a fused frame, H_R = R(H_F) + H_F."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("the refined frames",)
     FUNCTION = "refine"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",)}}
+        return {"required": {"stvsr_model": MODEL_IN, "images": ("IMAGE", {"tooltip": "H_F of Fuse Streams"})}}
 
     def refine(self, stvsr_model, images):
         x = _frames(images)
@@ -278,12 +319,14 @@ class STVSRInterleave:
                    "low-res source frames connected, pairs across a scene cut repeat the earlier frame.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("2N-1 frames: frame, in-between, frame, ...",)
     FUNCTION = "interleave"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"frames": ("IMAGE",), "in_between": ("IMAGE",)},
-                "optional": {"source": ("IMAGE",),
+        return {"required": {"frames": ("IMAGE", {"tooltip": "N frames (upscaled_frames of Dual-Stream Upsample)"}),
+                             "in_between": ("IMAGE", {"tooltip": "N-1 frames (from Refine or Fuse Streams)"})},
+                "optional": {"source": ("IMAGE", {"tooltip": "the low-res input frames, for scene cuts"}),
                              "scene_threshold": SCENE_THRESHOLD}}
 
     def interleave(self, frames, in_between, source=None, scene_threshold=DEFAULT_THRESHOLD):
@@ -304,39 +347,89 @@ class STVSRInterleave:
 
 
 class STVSRUpsample:
-    DESCRIPTION = "All in one: N frames -> 2N-1 frames at twice the size; the frame rate doubles."
+    DESCRIPTION = ("All in one: N frames -> 2N-1 frames at twice the size; the frame rate doubles. For long clips, "
+                   "VideoHelperSuite's Meta Batch Manager feeds it a batch at a time (wire meta_batch).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("images", "frame_rate")
+    OUTPUT_TOOLTIPS = ("2N-1 frames (2N with exact_double) at twice the width and height",
+                       "twice the input's frame rate")
     FUNCTION = "upsample"
+    _carry = None  # the last input frame of the previous meta batch
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"stvsr_model": (MODEL_TYPE,), "images": ("IMAGE",),
+        return {"required": {"stvsr_model": MODEL_IN, "images": VIDEO_IN,
                              "scene_threshold": SCENE_THRESHOLD,
                              "tile": TILE,
                              "exact_double": ("BOOLEAN", {"default": False,
                                                           "tooltip": "2N frames (last repeated) instead of 2N-1"})},
-                "optional": {"frame_rate": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 1000.0, "step": 0.001})}}
+                "optional": {"frame_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.001,
+                                                      "tooltip": "the input's frames per second (wire fps of Get "
+                                                                 "Video Components here); 0: from video_info"}),
+                             "video_info": ("VHS_VIDEOINFO", {"tooltip": "VideoHelperSuite's video info: gives "
+                                                                         "the frame rate when frame_rate is 0"}),
+                             "meta_batch": ("VHS_BatchManager", {"tooltip": "long clips: the Meta Batch Manager "
+                                                                            "that also feeds Load Video and Video "
+                                                                            "Combine (VideoHelperSuite)"})},
+                "hidden": PROMPT_IDS}
 
     def upsample(self, stvsr_model, images, scene_threshold=DEFAULT_THRESHOLD, tile=0, exact_double=False,
-                 frame_rate=25.0):
-        x = _frames(images, min_frames=2)
+                 frame_rate=0.0, video_info=None, meta_batch=None, prompt=None, unique_id=None):
+        carry = self._previous_batch(meta_batch, prompt, exact_double)
+        x = _frames(images, min_frames=1 if carry is not None else 2)
+        rate = _source_rate(frame_rate, video_info, _reads_output(prompt, unique_id, 1))
+        if carry is not None:  # its output frame went out with the previous batch
+            x = torch.cat([carry, x])
+        skip = int(carry is not None)
         n = x.shape[0]
-        n_out = 2 * n - (0 if exact_double else 1)
+        n_out = 2 * n - (0 if exact_double else 1) - skip
         # one preallocated float32 CPU tensor: never several copies of a long clip
         out = torch.empty((n_out, x.shape[2] * 2, x.shape[3] * 2, 3))
 
         def run(tile):
-            bar = host.Progress(n_out)
+            bar = host.Progress(n_out + skip)
             with stvsr_model.engine(x.shape[-2:], tile=tile, scene_threshold=scene_threshold or None,
                                     exact_double=exact_double) as eng:
                 for i, frame in enumerate(eng.run((x[k] for k in range(n)), total=n,
                                                   progress=lambda d, t: bar.update(1))):
-                    out[i] = frame.movedim(0, -1)
+                    if i >= skip:
+                        out[i - skip] = frame.movedim(0, -1)
             return out
 
-        return _with_smaller_tiles(run, tile), float(frame_rate) * 2
+        result = _with_smaller_tiles(run, tile)
+        self._carry = x[-1:].clone() if meta_batch is not None else None
+        return result, 2 * rate
+
+    def _previous_batch(self, meta_batch, prompt, exact_double):
+        """The last input frame of the previous meta batch; None on a run's first batch or without batches."""
+        if meta_batch is None:
+            _refuse_meta_batches(prompt, "STVSR Upsample")
+            return None
+        if exact_double:
+            raise InputError("STVSR Upsample: exact_double cannot be used with meta_batch (the last batch is not "
+                             "known in advance): turn it off")
+        # VideoHelperSuite counts the batches of a run in its manager's `requeue` input (0: the first)
+        manager = (prompt or {}).get(str(meta_batch.unique_id), {})
+        if manager.get("inputs", {}).get("requeue", 0) == 0:
+            return None
+        if self._carry is None:
+            raise InputError("STVSR Upsample: a meta batch came without the one before it: queue the workflow again")
+        return self._carry
+
+
+def _source_rate(frame_rate: float, video_info, needed: bool) -> float:
+    """The input's frame rate: frame_rate, else video_info's; unknown (0) only where nothing reads it."""
+    info = float(video_info.get("loaded_fps", 0)) if video_info else 0.0
+    if frame_rate and info and abs(frame_rate - info) > 1e-3 * info:
+        raise InputError(f"STVSR Upsample: frame_rate is {frame_rate:g} but video_info says {info:g} fps: "
+                         "set frame_rate to 0 to use the video's rate")
+    rate = float(frame_rate or info)
+    if not rate and needed:
+        raise InputError("STVSR Upsample: the input's frame rate is unknown, so the frame_rate output would be "
+                         "wrong: wire fps (Get Video Components) or video_info (VideoHelperSuite's Load Video) "
+                         "into STVSR Upsample, or type the rate into frame_rate")
+    return rate
 
 
 NODE_CLASS_MAPPINGS = {

@@ -1,26 +1,32 @@
-"""End to end in a real ComfyUI: start it, load this checkout as a custom-node pack, queue every
-workflows/*_api.json over HTTP and check the saved frames.
+"""End to end in a real ComfyUI, as on a fresh install: start it on an empty base directory with
+this checkout as its only custom-node pack, then use the template browser's endpoints, queue
+every workflows/api/*_api.json over HTTP and check the saved frames and videos.
 
 Skipped unless COMFYUI_PATH points at a ComfyUI checkout; COMFYUI_PYTHON is the interpreter
-that runs it (default: this one). Only loopback traffic.
+that runs it (default: this one). Where ComfyUI-VideoHelperSuite sits in COMFYUI_PATH's
+custom_nodes (or VHS_PATH names it), it is loaded too and its nodes are tested with ours.
+Only loopback traffic.
 """
+import importlib.util
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import DEMO, ROOT
+from helpers import DEMO, ROOT, real_frames, write_video
 
 COMFY = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFY, reason="set COMFYUI_PATH to a ComfyUI checkout to run this")
+VHS = os.environ.get("VHS_PATH") or (COMFY and os.path.join(COMFY, "custom_nodes", "ComfyUI-VideoHelperSuite"))
 
 # workflow -> {filename_prefix: (frame count, (width, height))}; 8 input frames at 640x272
 EXPECTED = {
@@ -28,6 +34,7 @@ EXPECTED = {
     "stvsr_dual_stream": {"stvsr/dual_stream": (15, (1280, 544)), "stvsr/mask_st": (7, (1280, 544)),
                           "stvsr/mask_ts": (7, (1280, 544))},
 }
+CLIP_20FPS = "bikes_20fps.mp4"  # 12 frames of the demo clip at 20 fps, written into the input folder
 
 
 def _port() -> int:
@@ -36,9 +43,9 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url):
+def _get(url, raw=False):
     with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
+        return (r.headers.get("Content-Type"), r.read()) if raw else json.loads(r.read())
 
 
 def _post(url, data):
@@ -49,24 +56,22 @@ def _post(url, data):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("comfy")
-    (tmp / "custom_nodes").mkdir()
-    (tmp / "custom_nodes" / "stvsr").symlink_to(ROOT, target_is_directory=True)
-    (tmp / "in").mkdir()
-    shutil.copy(DEMO, tmp / "in" / "bikes_short.mp4")
-    (tmp / "extra.yaml").write_text(f"stvsr_test:\n  base_path: {tmp}\n  custom_nodes: custom_nodes\n")
+    base = tmp_path_factory.mktemp("comfy")  # a fresh install: no input, models or user folders yet
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "stvsr").symlink_to(ROOT, target_is_directory=True)
+    if VHS and os.path.isdir(VHS):
+        (base / "custom_nodes" / "ComfyUI-VideoHelperSuite").symlink_to(VHS, target_is_directory=True)
     port = _port()
-    log = open(tmp / "comfyui.log", "w")
+    log = open(base / "comfyui.log", "w")
     proc = subprocess.Popen(
         [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1",
-         "--port", str(port), "--input-directory", str(tmp / "in"), "--output-directory", str(tmp / "out"),
-         "--extra-model-paths-config", str(tmp / "extra.yaml")],
+         "--port", str(port), "--base-directory", str(base)],
         cwd=COMFY, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(180):
             if proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited: {(tmp / 'comfyui.log').read_text()[-3000:]}")
+                pytest.fail(f"ComfyUI exited: {(base / 'comfyui.log').read_text()[-3000:]}")
             try:
                 _get(url + "/system_stats")
                 break
@@ -74,75 +79,193 @@ def server(tmp_path_factory):
                 time.sleep(1)
         else:
             pytest.fail("ComfyUI did not answer within 180 s")
-        yield url, tmp
+        yield url, base
     finally:
         proc.terminate()
         proc.wait(30)
         log.close()
 
 
-def _run_prompt(url, prompt):
-    """Queue an API-format prompt and wait until ComfyUI reports it finished successfully."""
-    pid = _post(url + "/prompt", {"prompt": prompt, "client_id": "stvsr-test"})["prompt_id"]
+def _run_prompt(url, prompt, expect="success"):
+    """Queue an API-format prompt, wait until the queue is empty (meta batches requeue it) and
+    return the status of each prompt it ran; all must have `expect`."""
+    before = set(_get(url + "/history"))
+    _post(url + "/prompt", {"prompt": prompt, "client_id": "stvsr-test"})
     for _ in range(900):
-        hist = _get(f"{url}/history/{pid}")
-        if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
-            break
         time.sleep(1)
-    entry = hist[pid]
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+        queue = _get(url + "/queue")
+        if not queue["queue_running"] and not queue["queue_pending"]:
+            break
+    hist = _get(url + "/history")
+    statuses = [hist[k]["status"] for k in set(hist) - before]
+    assert statuses and all(s["status_str"] == expect for s in statuses), json.dumps(statuses)[-3000:]
+    return statuses
 
 
-def test_pack_loaded(server):
-    url, tmp = server
+def _error(status) -> str:
+    return next(m[1]["exception_message"] for m in status["messages"] if m[0] == "execution_error")
+
+
+def _loader(n, file="bikes_short.mp4", model="stvsr-fast", device="cpu"):
+    """The loader chain of workflows/api/stvsr_upsample_api.json, cut to n frames."""
+    return {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": file}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "ImageFromBatch", "inputs": {"batch_index": 0, "length": n, "image": ["2", 0]}},
+        "4": {"class_type": "LoadSTVSRModel", "inputs": {"model_name": model, "device": device, "precision": "auto"}},
+    }
+
+
+UPSAMPLE = {"scene_threshold": 0.15, "tile": 0, "exact_double": False, "stvsr_model": ["4", 0]}
+
+
+def _pngs(base, prefix):
+    files = sorted((base / "output").glob(prefix + "_*.png"))
+    return files, [np.asarray(Image.open(f)) for f in files]
+
+
+def _video(base, prefix):
+    (path,) = (base / "output").glob(prefix + "*.mp4")
+    with av.open(str(path)) as c:
+        rate = c.streams.video[0].average_rate
+        return float(rate), sum(1 for _ in c.decode(video=0))
+
+
+def test_fresh_install_loads_the_pack(server):
+    url, base = server
     info = _get(url + "/object_info/STVSRUpsample")
     assert "STVSRUpsample" in info
     models = _get(url + "/object_info/LoadSTVSRModel")["LoadSTVSRModel"]["input"]["required"]["model_name"][0]
     assert "stvsr-lite" in models and "stvsr-fast" in models
-    log = (tmp / "comfyui.log").read_text()
+    log = (base / "comfyui.log").read_text()
     # only this pack's import: ComfyUI's own optional nodes (audio without torchaudio) may fail
     failed = [line for line in log.splitlines() if "IMPORT FAILED" in line or "Cannot import" in line]
     assert not [line for line in failed if "stvsr" in line], failed
+    assert (base / "models" / "stvsr").is_dir()  # where users put their own .safetensors
+    assert (base / "input" / DEMO.name).read_bytes() == DEMO.read_bytes()  # what the templates load
+    assert info["STVSRUpsample"]["output_tooltips"][1] == "twice the input's frame rate"
+
+
+def test_template_browser_lists_ui_templates_with_thumbnails(server):
+    url, _ = server
+    assert sorted(_get(url + "/workflow_templates")["stvsr"]) == sorted(EXPECTED)  # no *_api twins
+    for name in EXPECTED:
+        assert "nodes" in _get(f"{url}/api/workflow_templates/stvsr/{name}.json")  # UI format opens
+        kind, jpg = _get(f"{url}/api/workflow_templates/stvsr/{name}.jpg", raw=True)
+        assert kind == "image/jpeg" and jpg == (ROOT / "example_workflows" / f"{name}.jpg").read_bytes()
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_workflow_runs_and_saves_frames(server, name):
-    url, tmp = server
-    assert (ROOT / "workflows" / f"{name}.json").exists()  # the UI twin of the API graph
-    prompt = json.loads((ROOT / "workflows" / f"{name}_api.json").read_text())
+def test_template_runs_on_a_fresh_install(server, name):
+    """The first Run of each shipped template, with nothing copied by hand; its thumbnail is its output."""
+    url, base = server
+    prompt = json.loads((ROOT / "workflows" / "api" / f"{name}_api.json").read_text())
     _run_prompt(url, prompt)
+    middle = []
     for prefix, (count, size) in EXPECTED[name].items():
-        files = sorted((tmp / "out").glob(prefix + "_*.png"))
+        files, frames = _pngs(base, prefix)
         assert len(files) == count, prefix
-        frames = [np.asarray(Image.open(f)) for f in files]
         assert all(Image.open(f).size == size for f in files)
         if "mask" not in prefix:  # the shipped model's masks are near-constant (see docs/MODELS.md)
             assert any(not np.array_equal(frames[0], f) for f in frames[1:]), f"{prefix}: all frames equal"
+        middle.append(Image.open(files[len(files) // 2]))
+    spec = importlib.util.spec_from_file_location("make_thumbnails", ROOT / "tools" / "make_thumbnails.py")
+    thumbs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(thumbs)
+    made = np.asarray(thumbs.thumbnail(middle), dtype=float)
+    shipped = np.asarray(Image.open(ROOT / "example_workflows" / f"{name}.jpg"), dtype=float)
+    assert 10 * np.log10(255 ** 2 / np.mean((made - shipped) ** 2)) > 30  # dB: JPEG's loss only
+
+
+@pytest.fixture(scope="module")
+def clip_20fps(server):
+    _, base = server
+    frames = [(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for f in real_frames(count=12)]
+    write_video(base / "input" / CLIP_20FPS, frames, fps=20)
+    return CLIP_20FPS
+
+
+def test_frame_rate_doubles_the_sources_or_is_asked_for(server, clip_20fps):
+    """A 20 fps clip comes out at 40 fps; with no rate wired the node says so (it used to write 50)."""
+    url, base = server
+    save = {"7": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": ["5", 1]}},
+            "8": {"class_type": "SaveVideo", "inputs": {"video": ["7", 0], "filename_prefix": "video/rate",
+                                                        "format": "auto", "codec": "auto"}}}
+    wired = dict(_loader(4, clip_20fps), **save, **{"5": {"class_type": "STVSRUpsample", "inputs": dict(
+        UPSAMPLE, images=["3", 0], frame_rate=["2", 2])}})
+    _run_prompt(url, wired)
+    assert _video(base, "video/rate") == (40.0, 7)
+    unwired = dict(wired, **{"5": {"class_type": "STVSRUpsample", "inputs": dict(UPSAMPLE, images=["3", 0])}},
+                   **{"8": dict(save["8"], inputs=dict(save["8"]["inputs"], filename_prefix="video/norate"))})
+    (status,) = _run_prompt(url, unwired, expect="error")
+    assert "the input's frame rate is unknown" in _error(status)
+
+
+def test_cuda_on_a_machine_without_cuda_is_refused_clearly(server):
+    url, _ = server
+    if any(d["type"] == "cuda" for d in _get(url + "/system_stats")["devices"]):
+        pytest.skip("this machine has CUDA")
+    prompt = dict(_loader(2, device="cuda"), **{
+        "5": {"class_type": "STVSRUpsample", "inputs": dict(UPSAMPLE, images=["3", 0], frame_rate=["2", 2])},
+        "6": {"class_type": "SaveImage", "inputs": {"filename_prefix": "stvsr/cuda", "images": ["5", 0]}}})
+    (status,) = _run_prompt(url, prompt, expect="error")
+    assert "no CUDA device" in _error(status) and "set device to auto" in _error(status)
 
 
 def test_quality_model_with_upscale_input(server):
     """stvsr-quality (SPAN + RIFE) on the CPU in the real server; optional UPSCALE_MODEL input declared."""
-    url, tmp = server
+    url, base = server
     for node in ("LoadSTVSRModel", "STVSRDualStreamUpsample"):
         spec = _get(f"{url}/object_info/{node}")[node]["input"]
         assert spec.get("optional", {}).get("upscale_model", [None])[0] == "UPSCALE_MODEL", node
     assert "stvsr-quality" in _get(url + "/object_info/LoadSTVSRModel")["LoadSTVSRModel"]["input"][
         "required"]["model_name"][0]
     n = 3
-    prompt = {  # the loader chain of workflows/stvsr_upsample_api.json, cut to n frames
-        "1": {"class_type": "LoadVideo", "inputs": {"file": "bikes_short.mp4"}},
-        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
-        "3": {"class_type": "ImageFromBatch", "inputs": {"batch_index": 0, "length": n, "image": ["2", 0]}},
-        "4": {"class_type": "LoadSTVSRModel",
-              "inputs": {"model_name": "stvsr-quality", "device": "cpu", "precision": "auto"}},
-        "5": {"class_type": "STVSRUpsample",
-              "inputs": {"scene_threshold": 0.15, "tile": 0, "exact_double": False, "stvsr_model": ["4", 0],
-                         "images": ["3", 0], "frame_rate": ["2", 2]}},
-        "6": {"class_type": "SaveImage", "inputs": {"filename_prefix": "stvsr/quality", "images": ["5", 0]}},
-    }
+    prompt = dict(_loader(n, model="stvsr-quality"), **{
+        "5": {"class_type": "STVSRUpsample", "inputs": dict(UPSAMPLE, images=["3", 0], frame_rate=["2", 2])},
+        "6": {"class_type": "SaveImage", "inputs": {"filename_prefix": "stvsr/quality", "images": ["5", 0]}}})
     _run_prompt(url, prompt)
-    files = sorted((tmp / "out").glob("stvsr/quality_*.png"))
+    files, frames = _pngs(base, "stvsr/quality")
     assert len(files) == 2 * n - 1
     assert all(Image.open(f).size == (1280, 544) for f in files)
-    frames = [np.asarray(Image.open(f)) for f in files]
     assert any(not np.array_equal(frames[0], f) for f in frames[1:]), "all frames equal"
+
+
+@pytest.fixture(scope="module")
+def vhs(server):
+    url, _ = server
+    if "VHS_LoadVideo" not in _get(url + "/object_info"):
+        pytest.skip("ComfyUI-VideoHelperSuite is not in COMFYUI_PATH/custom_nodes (or VHS_PATH)")
+
+
+def _vhs_graph(file, prefix, meta_batch=None):
+    """VHS Load Video -> STVSR Upsample (rate from video_info) -> VHS Video Combine and Save Image."""
+    batch = {"meta_batch": ["10", 0]} if meta_batch else {}
+    graph = {
+        "1": {"class_type": "VHS_LoadVideo", "inputs": dict(
+            video=file, force_rate=0, custom_width=0, custom_height=0, frame_load_cap=0, skip_first_frames=0,
+            select_every_nth=1, format="AnimateDiff", **batch)},
+        "4": _loader(1)["4"],
+        "5": {"class_type": "STVSRUpsample", "inputs": dict(UPSAMPLE, images=["1", 0], video_info=["1", 3], **batch)},
+        "6": {"class_type": "SaveImage", "inputs": {"filename_prefix": f"stvsr/{prefix}", "images": ["5", 0]}},
+        "7": {"class_type": "VHS_VideoCombine", "inputs": dict(
+            images=["5", 0], frame_rate=["5", 1], loop_count=0, filename_prefix=f"video/{prefix}",
+            format="video/h264-mp4", pingpong=False, save_output=True, **batch)},
+    }
+    if meta_batch:
+        graph["10"] = {"class_type": "VHS_BatchManager", "inputs": {"frames_per_batch": meta_batch}}
+    return graph
+
+
+def test_vhs_video_info_gives_the_rate_and_meta_batches_the_same_frames(server, vhs, clip_20fps):
+    """Items 8 and 11 with VideoHelperSuite: its video info gives the rate; its Meta Batch Manager
+    feeds 12 frames as 5 + 5 + 2 (one requeued prompt each) and the result is the frames of one run."""
+    url, base = server
+    _run_prompt(url, _vhs_graph(clip_20fps, "vhs_whole"))
+    assert _video(base, "video/vhs_whole") == (40.0, 23)
+    statuses = _run_prompt(url, _vhs_graph(clip_20fps, "vhs_batched", meta_batch=5))
+    assert len(statuses) == 3
+    assert _video(base, "video/vhs_batched") == (40.0, 23)
+    (_, whole), (_, batched) = _pngs(base, "stvsr/vhs_whole"), _pngs(base, "stvsr/vhs_batched")
+    assert len(batched) == len(whole) == 23
+    assert max(np.abs(a.astype(int) - b).max() for a, b in zip(whole, batched)) <= 1

@@ -3,13 +3,16 @@
 The repository root is loaded as a package the way ComfyUI loads a custom-node folder.
 """
 import importlib.util
+import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
-from helpers import ROOT, real_frames
+from helpers import DEMO, ROOT, real_frames
 
 
 def _load_pack():
@@ -137,7 +140,7 @@ def test_model_returns_to_cpu_and_progress_interrupts(model, monkeypatch):
 
     monkeypatch.setattr(host, "mm", FakeMM)
     with pytest.raises(KeyboardInterrupt):
-        _call("STVSRUpsample", model, _images(start=30, count=4, size=(96, 40)))
+        _call("STVSRUpsample", model, _images(start=30, count=4, size=(96, 40)), frame_rate=25.0)
     assert len(calls) == 2  # checked at every output frame, stopped at the second
     assert next(model.model.parameters()).device.type == "cpu"
 
@@ -154,14 +157,18 @@ def test_out_of_memory_halves_the_tile():
     assert nodes_mod._with_smaller_tiles(run, 0) == "ok" and tried == [0, 512, 256]
 
 
-def test_workflows_match_their_generator_and_the_nodes():
+def _generator():
     spec = importlib.util.spec_from_file_location("make_workflows", ROOT / "tools" / "make_workflows.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    import json
+    return gen
+
+
+def test_workflows_match_their_generator_and_the_nodes():
+    gen = _generator()
     for name, graph in gen.GRAPHS.items():
-        assert json.loads((ROOT / "workflows" / f"{name}.json").read_text()) == gen.ui(graph)
-        api = json.loads((ROOT / "workflows" / f"{name}_api.json").read_text())
+        assert json.loads((ROOT / "example_workflows" / f"{name}.json").read_text()) == gen.ui(graph)
+        api = json.loads((ROOT / "workflows" / "api" / f"{name}_api.json").read_text())
         assert api == gen.api(graph)
         assert any(n["class_type"] == "SaveImage" for n in api.values())
         assert any(n["class_type"] == "LoadVideo" for n in api.values())
@@ -170,6 +177,112 @@ def test_workflows_match_their_generator_and_the_nodes():
                 spec = N[node["class_type"]].INPUT_TYPES()
                 declared = set(spec["required"]) | set(spec.get("optional", {}))
                 assert set(node["inputs"]) <= declared and set(spec["required"]) <= set(node["inputs"])
+
+
+def test_template_browser_gets_ui_workflows_with_thumbnails_laid_out_left_to_right():
+    """ComfyUI lists every *.json directly in these folders of a pack as a template (0.3.64,
+    app/custom_node_manager.py) and asks for <name>.jpg as its thumbnail."""
+    served = [ROOT / d for d in ("example_workflows", "example", "examples", "workflow", "workflows")]
+    listed = sorted(f for d in served for f in d.glob("*.json"))
+    assert [f.stem for f in listed] == sorted(_generator().GRAPHS)
+    for f in listed:
+        wf = json.loads(f.read_text())
+        assert {"nodes", "links"} <= set(wf), f"{f.name} is not UI format"
+        with Image.open(f.with_suffix(".jpg")) as thumb:
+            assert thumb.format == "JPEG" and min(thumb.size) >= 256
+        assert f.with_suffix(".jpg").stat().st_size < 100_000
+        box = {n["id"]: (*n["pos"], *n["size"]) for n in wf["nodes"]}
+        for _, src, _, dst, _, _ in wf["links"]:  # every wire runs left to right
+            assert box[src][0] + box[src][2] < box[dst][0], (f.name, src, dst)
+        for i in box:
+            for j in box:  # no two nodes overlap, previews included
+                a, b = box[i], box[j]
+                assert i == j or a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or \
+                    a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1], (f.name, i, j)
+
+
+def _fake_folder_paths(tmp_path):
+    entries = {}
+    return SimpleNamespace(
+        models_dir=str(tmp_path / "models"), folder_names_and_paths=entries,
+        get_input_directory=lambda: str(tmp_path / "input"),
+        add_model_folder_path=lambda name, path, is_default=False:
+            entries.setdefault(name, ([], set()))[0].append(path))
+
+
+def test_pack_load_creates_model_folder_and_puts_the_demo_clip_in_input(tmp_path, monkeypatch):
+    """A fresh install: no ComfyUI/models/stvsr and no clip in ComfyUI/input; the templates load it."""
+    monkeypatch.setattr(host, "folder_paths", _fake_folder_paths(tmp_path))
+    host.register_model_folder()
+    host.install_demo_clip()
+    assert (tmp_path / "models" / "stvsr").is_dir()
+    for graph in _generator().GRAPHS.values():
+        for _, cls, widgets, *_ in graph:
+            if cls == "LoadVideo":
+                assert (tmp_path / "input" / widgets["file"]).read_bytes() == DEMO.read_bytes()
+    mine = tmp_path / "input" / DEMO.name
+    mine.write_bytes(b"the user's own file")
+    host.install_demo_clip()  # never overwrites
+    assert mine.read_bytes() == b"the user's own file"
+
+
+def test_every_input_and_output_has_a_tooltip():
+    for name, cls in N.items():
+        spec = cls.INPUT_TYPES()
+        for group in ("required", "optional"):
+            for inp, opts in spec.get(group, {}).items():
+                assert len(opts) == 2 and opts[1].get("tooltip"), f"{name}.{inp}"
+        assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), name
+        assert all(cls.OUTPUT_TOOLTIPS), name
+
+
+def test_frame_rate_from_video_info_or_a_clear_error(model):
+    """A 20 fps clip: twice 20, never a default of 25 doubled."""
+    images = _images(start=30, count=3, size=(96, 40))
+    info = {"source_fps": 20.0, "loaded_fps": 20.0, "loaded_frame_count": 3}  # VHS_VIDEOINFO
+    assert _call("STVSRUpsample", model, images, video_info=info)[1] == 40.0
+    assert _call("STVSRUpsample", model, images, frame_rate=20.0)[1] == 40.0
+    with pytest.raises(InputError, match="frame rate is unknown.*wire fps .* or video_info"):
+        _call("STVSRUpsample", model, images)
+    with pytest.raises(InputError, match="frame_rate is 25 but video_info says 20 fps"):
+        _call("STVSRUpsample", model, images, frame_rate=25.0, video_info=info)
+    # nothing reads the rate (frames saved as images): no rate needed
+    prompt = {"5": {"class_type": "STVSRUpsample", "inputs": {}},
+              "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0]}}}
+    out, _ = _call("STVSRUpsample", model, images, prompt=prompt, unique_id="5")
+    assert out.shape[0] == 5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_refused_when_loading():
+    with pytest.raises(InputError, match="device is cuda, but this machine has no CUDA device .*set device to auto"):
+        _call("LoadSTVSRModel", "stvsr-fast", "cuda", "auto")
+
+
+def test_meta_batches_give_the_frames_of_one_run(model):
+    """VideoHelperSuite's Meta Batch Manager requeues the workflow per batch; the frames between
+    batches are kept, so 3 + 3 + 2 frames give the 15 frames of one 8-frame run."""
+    images = _images(start=2, count=8, size=(128, 56))  # a scene cut after frame 7 of the clip
+    whole, fps = _call("STVSRUpsample", model, images, frame_rate=25.0)
+    manager = SimpleNamespace(unique_id="9")  # what the loader, this node and the saver share
+
+    def prompt(requeue):
+        return {"9": {"class_type": "VHS_BatchManager", "inputs": {"frames_per_batch": 3, "requeue": requeue}},
+                "5": {"class_type": "STVSRUpsample", "inputs": {"meta_batch": ["9", 0]}}}
+
+    node = N["STVSRUpsample"]()
+    parts = [node.upsample(model, images[k:k + 3], frame_rate=25.0, meta_batch=manager,
+                           prompt=prompt(k // 3), unique_id="5") for k in (0, 3, 6)]
+    assert [p[0].shape[0] for p in parts] == [5, 6, 4] and {p[1] for p in parts} == {fps}
+    assert (torch.cat([p[0] for p in parts]) - whole).abs().max() < 1 / 255
+    again = node.upsample(model, images[:3], frame_rate=25.0, meta_batch=manager, prompt=prompt(0), unique_id="5")
+    assert torch.equal(again[0], parts[0][0])  # a new run starts afresh
+    with pytest.raises(InputError, match="Meta Batch Manager.*wire|meta_batch wired"):
+        node.upsample(model, images[:3], frame_rate=25.0, prompt=prompt(0), unique_id="5")
+    with pytest.raises(InputError, match="Frame Interpolate: this workflow has a Meta Batch Manager"):
+        _call("STVSRFrameInterpolate", model, images, prompt=prompt(0), unique_id="7")
+    with pytest.raises(InputError, match="exact_double cannot be used with meta_batch"):
+        node.upsample(model, images[:3], exact_double=True, meta_batch=manager, prompt=prompt(0), unique_id="5")
 
 
 def test_users_upscale_model_becomes_M_S(model, tmp_path):

@@ -1,5 +1,7 @@
-"""Writes workflows/<name>.json (ComfyUI UI format) and workflows/<name>_api.json (API format)
-from one description per graph, so the two twins can never drift apart.
+"""Writes example_workflows/<name>.json (ComfyUI UI format, what the template browser lists) and
+workflows/api/<name>_api.json (API format, for POST /prompt and the tests) from one description
+per graph, so the two twins can never drift apart. tools/make_thumbnails.py renders the .jpg
+shown next to each template.
 
 Run: python tools/make_workflows.py
 """
@@ -8,8 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "workflows"
-VIDEO = "bikes_short.mp4"  # copy stvsr_core/assets/bikes_short.mp4 into ComfyUI/input
+ROOT = Path(__file__).resolve().parents[1]
+UI_DIR = ROOT / "example_workflows"  # ComfyUI serves this folder; keep only UI-format JSON in it
+API_DIR = ROOT / "workflows" / "api"
+VIDEO = "bikes_short.mp4"  # the pack copies stvsr_core/assets/bikes_short.mp4 into ComfyUI/input
 
 # node: (id, class, {widget: value}, {input: (from_id, slot, type)}, [(output name, type)], ui_only)
 LOAD = [
@@ -23,7 +27,7 @@ LOAD = [
 
 GRAPHS = {
     "stvsr_upsample": LOAD + [
-        (5, "STVSRUpsample", {"scene_threshold": 0.15, "tile": 0, "exact_double": False, "frame_rate": 25.0},
+        (5, "STVSRUpsample", {"scene_threshold": 0.15, "tile": 0, "exact_double": False, "frame_rate": 0.0},
          {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (3, 0, "IMAGE"), "frame_rate": (2, 2, "FLOAT")},
          [("images", "IMAGE"), ("frame_rate", "FLOAT")], False),
         (6, "SaveImage", {"filename_prefix": "stvsr/upsample"}, {"images": (5, 0, "IMAGE")}, [], False),
@@ -67,6 +71,38 @@ def api(nodes) -> dict:
     return out
 
 
+# nodes that show a picture or a video below their widgets get room for it
+PREVIEW = {"LoadVideo": 240, "SaveImage": 260, "PreviewImage": 260, "SaveVideo": 240}
+WIDTH, WIDE, GAP, ROW = 280, 320, 40, 24
+VIEW = {"scale": 0.65, "offset": [20, 40]}  # opens readable (fit-to-view would hide the text of long graphs)
+
+
+def layout(nodes) -> dict:
+    """Left to right: a node's column is one past its deepest input (sources sit just left of
+    their first consumer); nodes of a column stack top-down with room for their previews.
+    Returns {id: (pos, size)}."""
+    col = {}
+    for nid, _, _, inputs, _, _ in nodes:  # the lists are in dependency order
+        col[nid] = 1 + max((col[src] for src, _, _ in inputs.values()), default=-1)
+    for nid, _, _, inputs, _, _ in nodes:
+        consumers = [col[n] for n, _, _, ins, _, _ in nodes if any(s == nid for s, _, _ in ins.values())]
+        if not inputs and consumers:
+            col[nid] = min(consumers) - 1
+    sizes = {}
+    for nid, cls, widgets, inputs, outs, _ in nodes:
+        sockets = max(len([k for k in inputs if k not in widgets]), len(outs))
+        sizes[nid] = [WIDE if cls in PREVIEW else WIDTH, 40 + ROW * (sockets + len(widgets)) + PREVIEW.get(cls, 0)]
+    x = [60]
+    for c in range(max(col.values()) + 1):
+        x.append(x[-1] + max(sizes[n][0] for n in col if col[n] == c) + GAP)
+    out, y = {}, {}
+    for nid, *_ in nodes:
+        top = y.get(col[nid], 60)
+        out[nid] = ([x[col[nid]], top], sizes[nid])
+        y[col[nid]] = top + sizes[nid][1] + GAP
+    return out
+
+
 def ui(nodes) -> dict:
     """LiteGraph's saved-workflow format, as ComfyUI's frontend writes it."""
     links, ui_nodes = [], []
@@ -77,9 +113,9 @@ def ui(nodes) -> dict:
             links.append([link_id, src, slot, nid, list(inputs).index(name), typ])
             outputs[src][slot].append(link_id)
     link_of = {(l[3], l[4]): l[0] for l in links}
+    place = layout(nodes)
     for order, (nid, cls, widgets, inputs, outs, _) in enumerate(nodes):
-        col, row = divmod(order, 4)
-        node = {"id": nid, "type": cls, "pos": [60 + 380 * col, 60 + 260 * row], "size": [340, 200],
+        node = {"id": nid, "type": cls, "pos": place[nid][0], "size": place[nid][1],
                 "flags": {}, "order": order, "mode": 0,
                 "inputs": [{"name": k, "type": t, "link": link_of[(nid, i)],
                             **({"widget": {"name": k}} if k in widgets else {})}
@@ -90,11 +126,13 @@ def ui(nodes) -> dict:
                 "widgets_values": list(widgets.values()) + (["image"] if cls == "LoadVideo" else [])}
         ui_nodes.append(node)
     return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes,
-            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+            "links": links, "groups": [], "config": {}, "extra": {"ds": VIEW}, "version": 0.4}
 
 
 if __name__ == "__main__":
+    UI_DIR.mkdir(exist_ok=True)
+    API_DIR.mkdir(parents=True, exist_ok=True)
     for name, nodes in GRAPHS.items():
-        (OUT / f"{name}.json").write_text(json.dumps(ui(nodes), indent=1) + "\n")
-        (OUT / f"{name}_api.json").write_text(json.dumps(api(nodes), indent=1) + "\n")
+        (UI_DIR / f"{name}.json").write_text(json.dumps(ui(nodes), indent=1) + "\n")
+        (API_DIR / f"{name}_api.json").write_text(json.dumps(api(nodes), indent=1) + "\n")
         print("wrote", name)
