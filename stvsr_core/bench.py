@@ -6,11 +6,13 @@ same process run, on the same frames, so ratios hold even where absolute times d
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -26,7 +28,9 @@ from .engine import Engine
 
 # what `--backends` compares: the engine's backends at their default precision, plus torch in fp32
 CONFIGS = {**{b: {"backend": b} for b in BACKENDS}, "torch-fp32": {"backend": "torch", "bf16": False},
-           "torch-2-workers": {"backend": "torch", "workers": 2}}
+           "torch-2-workers": {"backend": "torch", "workers": 2},
+           # every core, whatever the load: what the thread tuner (threads.py) is measured against
+           "torch-fixed-threads": {"backend": "torch", "threads": torch.get_num_threads()}}
 from .flops import stage_flops
 from .tiling import pad_to_multiple
 from .video_io import DEMO_CLIP
@@ -58,6 +62,20 @@ def median_time(fn, runs: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def busy_load(n: int):
+    """n busy processes beside the measurement (each spins one core), as other work on a shared
+    machine would; stvsr and ffmpeg are then timed under the same load."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.3 if n else 0)  # let them start spinning
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def peak_gflops(n: int = 2048, runs: int = 10) -> float:
@@ -223,8 +241,16 @@ def memory_by_length(model, width: int, height: int, lengths: list[int], backend
 
 def run_bench(models: dict, sizes=((480, 270), (960, 540)), frames_in: int = 24, runs: int = 3,
               backends=("torch",), device: str = "auto", ffmpeg: bool = True,
-              memory_lengths=(), progress=print, peer: bool = False) -> dict:
-    """models: {name: DualStream}; every model runs in every backend, on the same frames."""
+              memory_lengths=(), progress=print, peer: bool = False, load: int = 0) -> dict:
+    """models: {name: DualStream}; every model runs in every backend, on the same frames, beside
+    `load` busy processes."""
+    with busy_load(load):
+        result = _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_lengths, progress, peer)
+    result["machine"]["load"] = load
+    return result
+
+
+def _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_lengths, progress, peer) -> dict:
     peak = peak_gflops()
     progress(f"peak fp32 matrix product: {peak:.1f} GFLOP/s on {torch.get_num_threads()} thread(s)")
     result = {"machine": {"peak_gflop_per_s": peak, "torch_threads": torch.get_num_threads(),
@@ -274,7 +300,8 @@ def _cpu_name() -> str:
 def format_table(result: dict) -> str:
     m = result["machine"]
     lines = [f"machine: {m['cpu']}, torch {m['torch']} on {m['torch_threads']} thread(s), "
-             f"measured fp32 peak {m['peak_gflop_per_s']:.1f} GFLOP/s", ""]
+             f"measured fp32 peak {m['peak_gflop_per_s']:.1f} GFLOP/s, "
+             f"{m.get('load', 0)} busy process(es) beside the measurement", ""]
     lines.append("| input -> output | runs on | output frames/s | vs ffmpeg | time per frame vs peer | peak memory "
                  "| conv stages at % of peak |")
     lines.append("|---|---|---|---|---|---|---|")

@@ -39,6 +39,9 @@ def add_parser(sub):
     p.add_argument("--memory-lengths", nargs="*", type=int, default=[],
                    help="also stream clips of these lengths (e.g. 100 1000) and report peak memory of each "
                         "(default: none)")
+    p.add_argument("--load", type=int, default=0,
+                   help="busy processes started beside the measurement, each spinning one core; stvsr and "
+                        "ffmpeg are timed under the same load (default: %(default)s)")
     p.add_argument("--json", help="write the results to this JSON file (default: not written)")
     p.set_defaults(func=run)
 
@@ -47,11 +50,12 @@ def run(args) -> int:
     from .bench import format_table, run_bench
     try:
         sizes = [_size(s) for s in args.sizes]
-        if args.frames < 2 or args.runs < 1:
-            raise ValueError("--frames must be >= 2 and --runs >= 1")
+        if args.frames < 2 or args.runs < 1 or args.load < 0:
+            raise ValueError("--frames must be >= 2, --runs >= 1 and --load >= 0")
         models = {name: load_model(name) for name in args.models}
         result = run_bench(models, sizes, args.frames, args.runs, tuple(args.backends), args.device,
                            ffmpeg=not args.no_ffmpeg, memory_lengths=args.memory_lengths, peer=args.peer,
+                           load=args.load,
                            progress=lambda msg: print(f"stvsr bench: {msg}", file=sys.stderr))
     except (ValueError, ImportError, RuntimeError) as e:
         print(f"stvsr bench: error: {e}", file=sys.stderr)

@@ -46,6 +46,8 @@ def add_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 networks (default: on for CPUs with AMX or AVX512-BF16; dev-set PSNR within 0.01 dB)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads (default: 0, tuned while running to what the machine's load leaves free)")
     p.add_argument("--workers", type=int, default=1,
                    help="frame pairs computed at once (2: about 1.15x faster on a 2-core CPU, more memory)")
     p.add_argument("--backend", default="torch", choices=BACKENDS,
@@ -125,7 +127,7 @@ def _run(args) -> int:
     model = load_model(args.model)
     opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold or None,
                          exact_double=args.exact_double, fp16=args.fp16, bf16=args.bf16, backend=args.backend,
-                         workers=args.workers)
+                         workers=args.workers, threads=args.threads)
     engine = Engine(model, args.device, opts)
     fps_in = src.fps or args.fps or Fraction(25)
     fps_out = fps_in * 2

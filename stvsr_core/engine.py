@@ -17,6 +17,7 @@ import torch
 from .backends import BACKENDS, channels_last, use_openvino, use_torch_compile
 from .dual_stream import DualStream, Outputs
 from .scenecut import DEFAULT_THRESHOLD, is_cut
+from .threads import ThreadTuner, restored_threads, set_threads
 from .tiling import pad_to_multiple, run_tiled
 
 Progress = Callable[[int, "int | None"], None]
@@ -65,6 +66,7 @@ class EngineOptions:
     bf16: bool | None = None       # bfloat16 CNNs; None: on for CPUs with AMX or AVX512-BF16
     workers: int = 1               # frame pairs computed at once (2: ~1.15x on a 2-core CPU, more memory)
     backend: str = "torch"         # "torch" (channels_last), "torch-compile", "openvino", "openvino-bf16" (CPU)
+    threads: int = 0               # CPU threads; 0 = tuned while running to what the machine's load allows
 
 
 def predict_pair(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t: float = 0.5) -> Outputs:
@@ -96,6 +98,8 @@ class Engine:
             raise InputError(f"tile ({o.tile}) and tile_pad ({o.tile_pad}) must be >= 0")
         if o.workers < 1:
             raise InputError(f"workers ({o.workers}) must be >= 1")
+        if o.threads < 0:
+            raise InputError(f"threads ({o.threads}) must be >= 0 (0: tuned to the load)")
         if o.backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {o.backend!r}")
         on_cpu_only = o.backend.startswith("openvino")
@@ -270,25 +274,36 @@ class Engine:
             return self.output(H, size)
 
         n_in = 0
+        # On a CPU the thread count follows the load (threads.py); a fixed count where one is set
+        tuned = self.device.type == "cpu" and o.threads == 0 and workers == 1
+        tuner = ThreadTuner() if tuned else None
+        unit = tuner.unit if tuner else lambda: contextlib.nullcontext({})
         # In-between frames run on `workers` threads while the main thread reads the next frame
         # and runs its M_S: on a CPU, DIS and the small ops leave cores idle that a second pair
         # can use (opt-in: peak memory then rose by ~9% from 100 to 1000 frames, flat with 1).
-        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool, \
+                restored_threads():
+            if self.device.type == "cpu" and o.threads:
+                set_threads(o.threads)
             for n_in, frame in enumerate(frames, 1):
-                L = self.prepare(frame, n_in - 1, size)
-                size = size or tuple(frame.shape[-2:])
-                H = self.spatial(L)
+                with unit() as work:  # the compute of one input frame, not the consumer's time
+                    L = self.prepare(frame, n_in - 1, size)
+                    size = size or tuple(frame.shape[-2:])
+                    H = self.spatial(L)
+                    work["typical"] = False  # until an in-between frame is computed
+                    if prev is not None:
+                        Lp, Hp = prev
+                        if n_in == 2:  # held back until a pair exists, so one frame never yields output
+                            queue.append(Hp)
+                        if is_cut(Lp, L, o.scene_threshold):
+                            self.stats["scene_cuts"] += 1
+                            queue.append(Hp)
+                        else:
+                            queue.append(pool.submit(self.middle, Lp, L, Hp, H) if pool
+                                         else self.middle(Lp, L, Hp, H))
+                            work["typical"] = True
+                        queue.append(H)
                 if prev is not None:
-                    Lp, Hp = prev
-                    if n_in == 2:  # held back until a pair exists, so one frame never yields output
-                        queue.append(Hp)
-                    if is_cut(Lp, L, o.scene_threshold):
-                        self.stats["scene_cuts"] += 1
-                        queue.append(Hp)
-                    else:
-                        queue.append(pool.submit(self.middle, Lp, L, Hp, H) if pool
-                                     else self.middle(Lp, L, Hp, H))
-                    queue.append(H)
                     while len(queue) > 2 * (workers - 1):  # at most `workers` pairs in flight
                         yield emit(queue.popleft())
                 prev = (L, H)

@@ -1,0 +1,78 @@
+"""The thread tuner (issue 15): on a busy machine the engine runs at the thread count that is
+fastest now, and leaves the host's settings as they were. Logic is tested on a simulated
+clock; the speed itself is measured by `stvsr bench --load N`, not here."""
+import cv2
+import pytest
+import torch
+
+from stvsr_core import Engine
+from stvsr_core import threads as th
+
+from helpers import random_model, real_frames
+
+
+class _Clock:
+    """A unit's duration depends on the thread count it ran at, as on a loaded machine."""
+
+    def __init__(self, monkeypatch, cost):
+        self.now, self.cost, self.threads = 0.0, cost, None
+        monkeypatch.setattr(th.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(th, "set_threads", self.set)
+
+    def set(self, n):
+        self.threads = n
+
+    def work(self, tuner):
+        with tuner.unit():
+            self.now += self.cost[tuner.current]
+
+
+def test_tuner_finds_the_fast_count_and_follows_a_change_of_load(monkeypatch):
+    clock = _Clock(monkeypatch, {4: 3.0, 2: 2.0, 1: 1.0})  # loaded: fewer threads win
+    tuner = th.ThreadTuner(max_threads=4, retry_every=8)
+    assert tuner.candidates == [4, 2, 1]
+    for _ in range(10):
+        clock.work(tuner)
+    assert tuner.choice == 1 and clock.threads == 1
+    used = []
+    clock.cost = {4: 0.25, 2: 0.5, 1: 1.0}  # the load is gone: every core wins again
+    for _ in range(60):
+        clock.work(tuner)
+        used.append(tuner.current)
+    assert tuner.choice == 4
+    assert used[-8:].count(4) >= 7  # exploits the best, re-trying another only now and then
+
+
+def test_one_thread_leaves_nothing_to_tune():
+    assert not th.ThreadTuner(max_threads=1).active
+
+
+def test_atypical_units_teach_nothing(monkeypatch):
+    clock = _Clock(monkeypatch, {2: 1.0, 1: 1.0})
+    tuner = th.ThreadTuner(max_threads=2)
+    with tuner.unit() as u:
+        u["typical"] = False
+        clock.now += 100
+    assert tuner.units == 0 and not tuner.seconds
+
+
+@pytest.mark.parametrize("threads", [0, 1])
+def test_engine_leaves_the_hosts_thread_settings_as_they_were(threads):
+    torch_n, cv_n = torch.get_num_threads(), cv2.getNumThreads()
+    frames = list(real_frames(0, 4, size=(48, 64)))
+    out = list(Engine(random_model(), "cpu", threads=threads).run(frames))
+    assert len(out) == 7
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == (torch_n, cv_n)
+
+
+def test_negative_threads_are_refused():
+    from stvsr_core import InputError
+    with pytest.raises(InputError, match="threads"):
+        Engine(random_model(), "cpu", threads=-1)
+
+
+def test_bench_load_runs_busy_processes_only_while_measuring():
+    from stvsr_core.bench import busy_load
+    with busy_load(2) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)  # spinning
+    assert all(p.returncode is not None for p in procs)  # gone afterwards
