@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import precision
 from .backends import BACKENDS, channels_last
 from .engine import Engine
 
@@ -253,7 +254,9 @@ def run_bench(models: dict, sizes=((480, 270), (960, 540)), frames_in: int = 24,
 def _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_lengths, progress, peer) -> dict:
     peak = peak_gflops()
     progress(f"peak fp32 matrix product: {peak:.1f} GFLOP/s on {torch.get_num_threads()} thread(s)")
+    progress(f"precision auto picks {precision.describe()}")
     result = {"machine": {"peak_gflop_per_s": peak, "torch_threads": torch.get_num_threads(),
+                          "precision_auto": precision.describe(),
                           "cpu": _cpu_name(), "torch": torch.__version__}, "sizes": []}
     if memory_lengths:  # first: freed memory of larger runs would stay in this process's RSS
         w, h = sizes[0]
@@ -301,7 +304,8 @@ def format_table(result: dict) -> str:
     m = result["machine"]
     lines = [f"machine: {m['cpu']}, torch {m['torch']} on {m['torch_threads']} thread(s), "
              f"measured fp32 peak {m['peak_gflop_per_s']:.1f} GFLOP/s, "
-             f"{m.get('load', 0)} busy process(es) beside the measurement", ""]
+             f"{m.get('load', 0)} busy process(es) beside the measurement",
+             f"precision auto: {m.get('precision_auto', '-')}", ""]
     lines.append("| input -> output | runs on | output frames/s | vs ffmpeg | time per frame vs peer | peak memory "
                  "| conv stages at % of peak |")
     lines.append("|---|---|---|---|---|---|---|")

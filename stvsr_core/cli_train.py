@@ -76,10 +76,10 @@ def run(args) -> int:
     cache = recipe.get("stream_cache")
     if cache:  # frozen pretrained backbones: both streams computed once (stream_cache.py)
         from . import stream_cache
-        from .engine import cpu_has_fast_bf16
+        from .precision import cpu_prefers_bf16
         sampler = TripletSampler(clips, photos, crop=cache["crop"], seed=args.seed, gaps=cache["gaps"])
         folder = stream_cache.build(model, sampler, Path(args.out) / "streams", args.cache_samples or cache["samples"],
-                                    bf16=cpu_has_fast_bf16())
+                                    bf16=cpu_prefers_bf16())
         sampler = stream_cache.StreamSampler(folder, seed=args.seed + rank)
     model = train(model, sampler, args.out, stages, seed=args.seed)
     if rank == 0:

@@ -45,7 +45,7 @@ def add_parser(sub):
     p.add_argument("--fps", type=Fraction, default=None, help="input frame rate for image folders (default 25)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 networks (default: on for CPUs with AMX or AVX512-BF16; dev-set PSNR within 0.01 dB)")
+                   help="bfloat16 networks (default: on for CPUs where it measures faster than fp32; dev-set PSNR within 0.01 dB)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads (default: 0, tuned while running to what the machine's load leaves free)")
     p.add_argument("--workers", type=int, default=1,

@@ -6,7 +6,6 @@ length: only the previous frame and its spatial output are held.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -16,6 +15,7 @@ import torch
 
 from .backends import BACKENDS, channels_last, use_openvino, use_torch_compile
 from .dual_stream import DualStream, Outputs
+from .precision import cpu_prefers_bf16
 from .scenecut import DEFAULT_THRESHOLD, is_cut
 from .threads import ThreadTuner, restored_threads, set_threads
 from .tiling import pad_to_multiple, run_tiled
@@ -43,18 +43,6 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-@functools.cache  # read /proc/cpuinfo once, not for every Engine (hosts build one per call)
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with bfloat16 units (Intel AMX or AVX512-BF16), where oneDNN runs bf16
-    convolutions about twice as fast as fp32; elsewhere bf16 would be emulated, i.e. slower."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 @dataclass
 class EngineOptions:
     tile: int = 0                  # low-res tile size; 0 = tile only frames over max_pixels
@@ -63,7 +51,7 @@ class EngineOptions:
     scene_threshold: float | None = DEFAULT_THRESHOLD  # None or 0 turns detection off
     exact_double: bool = False     # 2N frames (last repeated) instead of 2N-1
     fp16: bool | None = None       # None: on for CUDA, off elsewhere
-    bf16: bool | None = None       # bfloat16 CNNs; None: on for CPUs with AMX or AVX512-BF16
+    bf16: bool | None = None       # bfloat16 CNNs; None: on CPUs where it measures faster (precision.py)
     workers: int = 1               # frame pairs computed at once (2: ~1.15x on a 2-core CPU, more memory)
     backend: str = "torch"         # "torch" (channels_last), "torch-compile", "openvino", "openvino-bf16" (CPU)
     threads: int = 0               # CPU threads; 0 = tuned while running to what the machine's load allows
@@ -110,7 +98,7 @@ class Engine:
         if self.fp16 and self.device.type != "cuda":
             raise InputError("fp16 needs a CUDA device: drop fp16 or pick a CUDA device")
         torch_backend = o.backend.startswith("torch")
-        auto = self.device.type == "cpu" and torch_backend and cpu_has_fast_bf16()
+        auto = self.device.type == "cpu" and torch_backend and cpu_prefers_bf16()
         self.bf16 = auto if o.bf16 is None else bool(o.bf16)
         if self.bf16 and (self.fp16 or self.device.type not in ("cpu", "cuda") or not torch_backend):
             raise InputError("bf16 runs with the torch backend on a CPU or a CUDA device, without fp16: "

@@ -134,8 +134,8 @@ def test_bf16_on_real_frames_stays_close_to_fp32():
 
 
 def test_bf16_default_follows_the_cpu_and_conflicts_are_refused():
-    from stvsr_core.engine import cpu_has_fast_bf16
-    assert Engine(random_model(), "cpu").bf16 == cpu_has_fast_bf16()
+    from stvsr_core.precision import cpu_prefers_bf16
+    assert Engine(random_model(), "cpu").bf16 == cpu_prefers_bf16()
     with pytest.raises(InputError, match="fp16 needs a CUDA device|pick one precision"):
         Engine(random_model(), "cpu", bf16=True, fp16=True)
     with pytest.raises(InputError, match="pick one precision"):

@@ -76,3 +76,24 @@ def test_bench_load_runs_busy_processes_only_while_measuring():
     with busy_load(2) as procs:
         assert len(procs) == 2 and all(p.poll() is None for p in procs)  # spinning
     assert all(p.returncode is not None for p in procs)  # gone afterwards
+
+
+def test_bf16_auto_follows_the_measurement_not_the_flags(monkeypatch):
+    """Issue 15 item 3: AVX512-BF16 without AMX may not pay; auto uses what measures faster."""
+    from stvsr_core import precision
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: 0.8)  # bf16 units, but slower here
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "avx512_bf16")
+    assert not Engine(random_model(), "cpu").bf16
+    assert precision.describe().startswith("fp32 (bf16 via avx512_bf16: measured 0.80x")
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: 1.9)
+    assert Engine(random_model(), "cpu").bf16
+    assert Engine(random_model(), "cpu", bf16=False).bf16 is False  # an explicit choice stands
+
+
+def test_bf16_speedup_is_measured_only_where_the_cpu_has_bf16_units(monkeypatch):
+    from stvsr_core import precision
+    precision.bf16_speedup.cache_clear()
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: None)
+    assert precision.bf16_speedup() is None and not precision.cpu_prefers_bf16()
+    assert precision.describe() == "fp32 (no bf16 units on this CPU)"
+    precision.bf16_speedup.cache_clear()
