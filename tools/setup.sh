@@ -25,9 +25,9 @@ find_python() {
 }
 
 if PY=$(find_python); then
-  extras="test,openvino,peers,vapoursynth,vs-examples"
+  extras="test,openvino,peers,bench,vapoursynth,vs-examples"
 else
-  PY=python3; extras="test,openvino,peers"
+  PY=python3; extras="test,openvino,peers,bench"
   echo "setup: no Python >= 3.12 found; installing without VapourSynth (its tests will be skipped)" >&2
 fi
 echo "setup: $("$PY" --version) -> .venv [$extras]" >&2
