@@ -134,12 +134,21 @@ class DISInterp(nn.Module):
         return self.synthesize(I0, I1, flows, t)
 
     @staticmethod
-    def _warped(I0, I1, flows, t):
+    def _time(t, like: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(t, dtype=torch.float32, device=like.device).reshape(-1, 1, 1, 1)
+
+    @classmethod
+    def _warped(cls, I0, I1, flows, t):
         """Both frames backward-warped to time t, and t as a [B, 1, 1, 1] tensor."""
+        t_ = cls._time(t, I0)
         with torch.no_grad():
-            t_ = torch.as_tensor(t, dtype=torch.float32, device=I0.device).reshape(-1, 1, 1, 1)
             ft0, ft1 = intermediate_flows(*flows, t_)
         return backward_warp(I0.float(), ft0), backward_warp(I1.float(), ft1), t_
+
+    @staticmethod
+    def _blend(I0, I1, ft0, ft1, t_) -> torch.Tensor:
+        w0, w1 = backward_warp(I0.float(), ft0), backward_warp(I1.float(), ft1)
+        return ((1 - t_) * w0 + t_ * w1).to(I0.dtype)
 
     @classmethod
     def synthesize(cls, I0, I1, flows, t=0.5) -> torch.Tensor:
@@ -161,13 +170,16 @@ class DISInterp(nn.Module):
         return tuple(s * F.interpolate(f, size=size[-2:], mode="bilinear", align_corners=False) for f in flows)
 
     def pair(self, L0, L1, H0, H1, t=0.5):
-        """(L_mid, H_st): the in-between frame at low and at high resolution."""
+        """(L_mid, H_st): the in-between frame at low and at high resolution. With upsampled
+        flows, the intermediate flows are formed at low resolution and only those two are
+        resized (the same field: both steps are linear, at a quarter of the arithmetic)."""
         if self.high_res_flow == "estimate":
             return self(L0, L1, t), self(H0, H1, t)
+        t_ = self._time(t, L0)
         with torch.no_grad():
-            flows = self.flows(L0, L1)
-            up = self.upsample_flows(flows, H0.shape)
-        return self.synthesize(L0, L1, flows, t), self.synthesize(H0, H1, up, t)
+            ft = intermediate_flows(*self.flows(L0, L1), t_)
+            up = self.upsample_flows(ft, H0.shape)
+        return self._blend(L0, L1, *ft, t_), self._blend(H0, H1, *up, t_)
 
 
 # "rife": pretrained, its weights come from the backbone store (stvsr fetch-backbones)

