@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from .fusion import FusionUNet
+from .fusion import build_fusion
 from .refine import Refine
 from .spatial import SPATIAL
 from .temporal import TEMPORAL
@@ -68,7 +68,7 @@ class DualStream(nn.Module):
         self.scale = int(self.config["scale"])
         self.M_S = _build(SPATIAL, self.config["spatial"], "spatial", scale=self.scale)
         self.M_T = _build(TEMPORAL, self.config["temporal"], "temporal")
-        self.F = FusionUNet(**self.config.get("fusion", {}))
+        self.F = build_fusion(self.config.get("fusion", {}))
         self._dis = TEMPORAL["dis"]() if self.F.needs_cue else None  # weight-free: F's cue
         self.R = Refine(**self.config.get("refine", {}))
         self.size_multiple = self._multiples()  # of the low-res frames
@@ -114,6 +114,8 @@ class DualStream(nn.Module):
 
     def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor, cue: torch.Tensor | None = None):
         """Returns (M_st, M_ts, H_F)."""
+        if self.single_stream:
+            return (*self.F(H_st), H_st)
         h, w = H_st.shape[-2:]
         # a compiled F (torch-compile, OpenVINO) takes tensors only: no None for a missing cue
         inputs = [pad_to_multiple(x, self.F.size_multiple) for x in (H_st, H_ts, cue) if x is not None]
@@ -137,10 +139,15 @@ class DualStream(nn.Module):
         h, w = H_F.shape[-2:]
         return self.R(pad_to_multiple(H_F, self.R.size_multiple))[..., :h, :w]
 
+    @property
+    def single_stream(self) -> bool:
+        """True when F is StreamST: stream T->S is never computed (H_ts is H_st)."""
+        return self.F.single_stream
+
     def streams(self, L0, L1, H0, H1, t=0.5):
         """(L_mid, H_st, H_ts): both streams, composed once for inference and training alike."""
         L_mid, H_st = self.interpolate(L0, L1, H0, H1, t)
-        return L_mid, H_st, self.spatial(L_mid)
+        return L_mid, H_st, H_st if self.single_stream else self.spatial(L_mid)
 
     def middle(self, L0, L1, H0, H1, t=0.5) -> Middle:
         """The in-between frame from both low-res frames and their spatial outputs."""

@@ -158,6 +158,8 @@ class Engine:
         frames (large motion crosses tiles); M_S on L_mid is tiled when the frame is large."""
         with torch.inference_mode(), self.autocast():
             L_mid, H_st = self.model.interpolate(L0, L1, H0, H1, t)
+        if self.model.single_stream:
+            return L_mid, H_st.float(), H_st.float()
         H_ts = self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L_mid], [])[0]
         return L_mid, H_st.float(), H_ts
 

@@ -32,6 +32,7 @@ class FusionUNet(nn.Module):
     """U-Net F with five average-pool downsamplings and five bilinear upsamplings."""
 
     INPUTS = {"streams": 6, "streams+diff": 9, "streams+dis_error": 7}
+    single_stream = False  # both streams are computed and blended
 
     def __init__(self, *, preset: str = "lite", masks: int = 2, widths=None, kernels=None, unshuffle=None,
                  inputs: str = "streams"):
@@ -84,3 +85,23 @@ class FusionUNet(nn.Module):
         if self.masks == 1:
             return m, 1 - m
         return m[:, :1], m[:, 1:]
+
+
+class StreamST(nn.Module):
+    """No F: stream S->T alone (M_st = 1, M_ts = 0), so neither F nor stream T->S is computed.
+
+    For the `realtime` preset, where the fusion's and the second stream's cost buys less than
+    it costs (config `fusion: {preset: none}`); R still refines the frame.
+    """
+
+    single_stream = True
+    needs_cue = False
+    size_multiple = 1
+
+    def forward(self, H_st: torch.Tensor, H_ts: torch.Tensor | None = None):
+        ones = torch.ones_like(H_st[:, :1])
+        return ones, torch.zeros_like(ones)
+
+
+def build_fusion(cfg: dict) -> nn.Module:
+    return StreamST() if cfg.get("preset") == "none" else FusionUNet(**cfg)

@@ -56,6 +56,13 @@ RECIPES = {
                              "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
                              **_FAST_HEADS},
                    "stages": _STAGES},
+    # realtime: stream S->T alone (no F, no T->S), DIS (fast preset) once per pair at low res with
+    # upsampled flows, R on the frame unshuffled by 4; M_S starts from stvsr-fast's (--init)
+    "stvsr-realtime": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+                                 "temporal": {"arch": "dis", "preset": "fast", "high_res_flow": "upsample"},
+                                 "fusion": {"preset": "none"}, "refine": {"preset": "fast"}},
+                       "stages": {2: StageSpec(steps=1200, lr=5e-4, batch=12, crop=128),
+                                  3: StageSpec(steps=600, lr=1e-4, batch=12, crop=128)}},
     # the default: compact CPU SR network + fixed DIS flow interpolation
     "stvsr-lite": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
                              "temporal": {"arch": "dis", "preset": "medium"}, **_LITE_HEADS},

@@ -88,3 +88,28 @@ def test_ifnet_takes_time_input():
 def test_unknown_architecture_is_named():
     with pytest.raises(ValueError, match="unknown spatial architecture 'nope'"):
         DualStream({"scale": 2, "spatial": {"arch": "nope"}, "temporal": {"arch": "dis"}})
+
+
+def test_single_stream_config_skips_fusion_and_stream_t_to_s(tmp_path):
+    """fusion preset none (the realtime preset): H_F is H_st, M_S never runs on L_mid."""
+    from stvsr_core import Engine, load_weights, save_weights
+    from stvsr_core.fusion import StreamST
+    m = DualStream({"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 16, "blocks": 1},
+                    "temporal": {"arch": "dis", "preset": "ultrafast", "high_res_flow": "upsample"},
+                    "fusion": {"preset": "none"}, "refine": {"preset": "fast"}}).eval()
+    assert isinstance(m.F, StreamST) and m.single_stream and not list(m.F.parameters())
+    f = real_frames(start=40, count=3, size=(64, 48))
+    L0, L1 = f[0][None], f[2][None]
+    calls = []
+    m.M_S.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        out = m(L0, L1)
+    assert len(calls) == 2  # the two input frames only
+    assert out.H_ts is out.H_st and torch.equal(out.H_F, out.H_st)
+    assert out.M_st.min() == 1 and out.M_ts.max() == 0
+    save_weights(m, tmp_path / "rt.safetensors")
+    again = load_weights(tmp_path / "rt.safetensors")
+    from stvsr_core.engine import predict_pair
+    frames = list(Engine(again, "cpu", bf16=False, scene_threshold=0).run(f))
+    assert len(frames) == 5  # the engine composes the same single stream as the model
+    assert torch.allclose(frames[3], predict_pair(again, f[1][None], f[2][None]).H_R[0].clamp(0, 1), atol=1e-4)
