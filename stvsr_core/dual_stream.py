@@ -69,6 +69,9 @@ class DualStream(nn.Module):
         self.M_S = _build(SPATIAL, self.config["spatial"], "spatial", scale=self.scale)
         self.M_T = _build(TEMPORAL, self.config["temporal"], "temporal")
         self.F = build_fusion(self.config.get("fusion", {}))
+        # F is StreamST: stream T->S is never computed (H_ts is H_st). Kept here, since backends
+        # may swap F for a compiled module
+        self.single_stream = bool(self.F.single_stream)
         self._dis = TEMPORAL["dis"]() if self.F.needs_cue else None  # weight-free: F's cue
         self.R = Refine(**self.config.get("refine", {}))
         self.size_multiple = self._multiples()  # of the low-res frames
@@ -138,11 +141,6 @@ class DualStream(nn.Module):
     def refine(self, H_F: torch.Tensor) -> torch.Tensor:
         h, w = H_F.shape[-2:]
         return self.R(pad_to_multiple(H_F, self.R.size_multiple))[..., :h, :w]
-
-    @property
-    def single_stream(self) -> bool:
-        """True when F is StreamST: stream T->S is never computed (H_ts is H_st)."""
-        return self.F.single_stream
 
     def streams(self, L0, L1, H0, H1, t=0.5):
         """(L_mid, H_st, H_ts): both streams, composed once for inference and training alike."""
