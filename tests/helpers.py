@@ -44,8 +44,9 @@ def random_model(config=None, seed=0):
     return m.eval()
 
 
-def write_video(path, frames, fps=25, audio=False):
-    """Encode uint8 RGB frames (and optionally a 440 Hz tone) with PyAV."""
+def write_video(path, frames, fps=25, audio=False, audio_seconds=None):
+    """Encode uint8 RGB frames (and optionally a 440 Hz tone, as long as the video unless
+    `audio_seconds` says otherwise) with PyAV."""
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
@@ -59,7 +60,7 @@ def write_video(path, frames, fps=25, audio=False):
         for p in s.encode():
             c.mux(p)
         if a is not None:
-            n = int(48000 * len(frames) / fps)
+            n = int(48000 * (audio_seconds or len(frames) / fps))
             tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
             samples = np.stack([tone, tone])
             for i in range(0, n, 1024):
@@ -80,3 +81,17 @@ def require_backbones(what: str):
     if os.environ.get("STVSR_REQUIRE_BACKBONES") == "1":
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+class RandomTriplets:
+    """A training sampler of random triplets; raises after `fail_at` batches (a killed run)."""
+
+    def __init__(self, fail_at=None):
+        self.n, self.fail_at, self.crop = 0, fail_at, 32
+        self.rng = np.random.default_rng(0)
+
+    def batch(self, b):
+        self.n += 1
+        if self.fail_at is not None and self.n > self.fail_at:
+            raise KeyboardInterrupt("killed")
+        return torch.from_numpy(self.rng.random((b, 3, 3, self.crop, self.crop), dtype=np.float32))

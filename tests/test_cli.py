@@ -394,25 +394,7 @@ def test_eval_and_bench_help_shows_defaults(capsys, command, shown):
 def test_audio_outlasting_the_video_is_not_truncation(tmp_path, untrained_file):
     """Matroska's per-stream DURATION, not the container's (here the audio's 3 s), ends the video."""
     src = tmp_path / "long_audio.mkv"
-    frames = _rgb(real_frames(start=30, count=10, size=(96, 48)))
-    with av.open(str(src), "w") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = 96, 48, "yuv420p"
-        a = c.add_stream("aac", rate=48000)
-        a.layout = "mono"
-        for f in frames:
-            for p in v.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in v.encode():
-            c.mux(p)
-        tone = (0.2 * np.sin(np.arange(3 * 48000) / 20)).astype(np.float32)[None]
-        for i in range(0, tone.shape[1], 1024):
-            af = av.AudioFrame.from_ndarray(tone[:, i:i + 1024].copy(), format="fltp", layout="mono")
-            af.sample_rate = 48000
-            for p in a.encode(af):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+    write_video(src, _rgb(real_frames(start=30, count=10, size=(96, 48))), audio=True, audio_seconds=3)
     assert _decoded(src)[3] > 2.9
     assert main(["upsample", str(src), "-o", str(tmp_path / "out.mkv"), "--model", str(untrained_file)]) == 0
 

@@ -4,7 +4,6 @@ import pickle
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ from stvsr_core.cli_train import init_part
 from stvsr_core.registry import list_models, load_model
 from stvsr_core.train import StageSpec, run_stage, train
 
-from helpers import random_model, require_backbones
+from helpers import RandomTriplets, random_model, require_backbones
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,30 +34,18 @@ def no_unpickling(monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
 
 
-class _Sampler:
-    def __init__(self, fail_at=None):
-        self.n, self.fail_at, self.crop = 0, fail_at, 32
-        self.rng = np.random.default_rng(0)
-
-    def batch(self, b):
-        self.n += 1
-        if self.fail_at is not None and self.n > self.fail_at:
-            raise KeyboardInterrupt("killed")
-        return torch.from_numpy(self.rng.random((b, 3, 3, self.crop, self.crop), dtype=np.float32))
-
-
 def test_resume_reads_safetensors_and_matches_an_uninterrupted_run(tmp_path, no_unpickling):
     spec = StageSpec(steps=6, lr=1e-3, batch=2, crop=32)
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     torch.manual_seed(0)
     straight = DualStream()
-    run_stage(straight, _Sampler(), 2, spec, tmp_path / "a", checkpoint_every=2)
+    run_stage(straight, RandomTriplets(), 2, spec, tmp_path / "a", checkpoint_every=2)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        run_stage(DualStream(), _Sampler(fail_at=3), 2, spec, tmp_path / "b", checkpoint_every=2)
+        run_stage(DualStream(), RandomTriplets(fail_at=3), 2, spec, tmp_path / "b", checkpoint_every=2)
     torch.manual_seed(0)
     resumed = DualStream()
-    run_stage(resumed, _Sampler(), 2, spec, tmp_path / "b", checkpoint_every=2)
+    run_stage(resumed, RandomTriplets(), 2, spec, tmp_path / "b", checkpoint_every=2)
     assert not list((tmp_path / "b").glob("*.pt")) and not list((tmp_path / "b").glob("*.tmp"))
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k  # optimiser moments, schedule and both RNGs came back exactly
@@ -66,7 +53,7 @@ def test_resume_reads_safetensors_and_matches_an_uninterrupted_run(tmp_path, no_
 
 def test_next_stage_and_init_start_from_a_safetensors_checkpoint(tmp_path, no_unpickling, untrained_file):
     stages = {2: StageSpec(steps=2, lr=1e-3, batch=1, crop=32), 3: StageSpec(steps=1, lr=1e-3, batch=1, crop=32)}
-    train(DualStream(), _Sampler(), tmp_path, stages)
+    train(DualStream(), RandomTriplets(), tmp_path, stages)
     ckpt = tmp_path / "stage2.safetensors"
     fresh = DualStream()
     init_part(fresh, str(ckpt), "R")
@@ -106,7 +93,7 @@ def test_an_old_pickled_run_folder_is_refused_with_the_fix(tmp_path):
     marker = tmp_path / "ran"
     torch.save({"model": _Payload(str(marker))}, tmp_path / "stage2.pt")
     with pytest.raises(SystemExit, match="pickled checkpoint of an older stvsr.*delete it"):
-        train(DualStream(), _Sampler(), tmp_path, {2: StageSpec(steps=1, lr=1e-3, batch=1, crop=32)})
+        train(DualStream(), RandomTriplets(), tmp_path, {2: StageSpec(steps=1, lr=1e-3, batch=1, crop=32)})
     assert not marker.exists()
 
 

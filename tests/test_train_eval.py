@@ -15,7 +15,7 @@ from stvsr_core import load_weights
 from stvsr_core.cli import main
 from stvsr_core.metrics import psnr
 
-from helpers import SHARED
+from helpers import SHARED, RandomTriplets
 
 TRAIN_CLIP = SHARED / "data" / "train" / "video" / "asl_again.mkv"
 EVAL = SHARED / "data" / "eval"
@@ -101,20 +101,6 @@ def test_init_shares_pretrained_backbones(tmp_path, untrained_file):
         main(["train", "--out", str(tmp_path / "x"), "--data", str(TRAIN_CLIP), "--init", f"{untrained_file}:Q"])
 
 
-class _Sampler:
-    """Random triplets; raises after `fail_at` batches to simulate a killed run."""
-
-    def __init__(self, fail_at=None):
-        self.n, self.fail_at, self.crop = 0, fail_at, 32
-        self.rng = np.random.default_rng(0)
-
-    def batch(self, b):
-        self.n += 1
-        if self.fail_at is not None and self.n > self.fail_at:
-            raise KeyboardInterrupt("killed")
-        return torch.from_numpy(self.rng.random((b, 3, 3, self.crop, self.crop), dtype=np.float32))
-
-
 def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
     from stvsr_core import DualStream
     from stvsr_core.checkpoint import read_checkpoint
@@ -124,9 +110,9 @@ def test_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = DualStream()
     with pytest.raises(KeyboardInterrupt):
-        run_stage(model, _Sampler(fail_at=5), 2, spec, tmp_path, checkpoint_every=2)
+        run_stage(model, RandomTriplets(fail_at=5), 2, spec, tmp_path, checkpoint_every=2)
     assert read_checkpoint(tmp_path / "stage2.safetensors")[1]["step"] == 4  # the last checkpoint before the kill
-    sampler = _Sampler()
+    sampler = RandomTriplets()
     run_stage(DualStream(), sampler, 2, spec, tmp_path, checkpoint_every=2)
     assert sampler.n == 2  # only the two missing steps were run
     assert read_checkpoint(tmp_path / "stage2.safetensors")[1]["step"] == 6
