@@ -87,7 +87,7 @@ UPSCALE_MODEL = ("UPSCALE_MODEL", {"tooltip": "optional: your own upscaler (Load
 MODEL_TOOLTIP = ("stvsr-fast: small CPU networks + DIS optical flow (the default, fast). stvsr-lite: a little "
                  "slower and better. stvsr-quality: the pretrained SPAN x2 and RIFE 4.25 backbones with F and R "
                  "trained on them (best, slowest; install its backbones once with `stvsr fetch-backbones`). "
-                 "stvsr-realtime: one stream, no fusion, about twice as fast as stvsr-fast, a little worse.")
+                 "stvsr-realtime: one stream, no fusion or refinement: about as fast as ffmpeg, a little worse than stvsr-fast.")
 
 
 def _with_upscaler(stvsr_model: STVSRModel, upscale_model, node: str) -> STVSRModel:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .fusion import build_fusion
-from .refine import Refine
+from .refine import build_refine
 from .spatial import SPATIAL
 from .temporal import TEMPORAL
 from .tiling import pad_to_multiple
@@ -73,7 +73,7 @@ class DualStream(nn.Module):
         # may swap F for a compiled module
         self.single_stream = bool(self.F.single_stream)
         self._dis = TEMPORAL["dis"]() if self.F.needs_cue else None  # weight-free: F's cue
-        self.R = Refine(**self.config.get("refine", {}))
+        self.R = build_refine(self.config.get("refine", {}))
         self.size_multiple = self._multiples()  # of the low-res frames
 
     def _multiples(self) -> int:

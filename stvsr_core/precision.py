@@ -3,7 +3,8 @@
 AMX runs bf16 convolutions about twice as fast as fp32; AVX512-BF16 without AMX may gain little
 or lose (oneDNN converts around each op), and an unknown CPU may emulate bf16. So the CPU
 flags only say whether bf16 is worth trying; a short timing of a convolution shaped like
-the networks' layers decides, once per process (about 0.1 s).
+the networks' layers decides, once per process (about 0.1 s), on one thread (under load, barrier stalls would
+make a multi-thread timing random).
 """
 from __future__ import annotations
 
@@ -28,10 +29,19 @@ def cpu_bf16_units() -> str | None:
 @functools.cache
 def bf16_speedup() -> float | None:
     """fp32 time / bf16 time of a 48-channel 3x3 convolution at 240x136 (channels_last, as the
-    engine runs); None where the CPU has no bf16 units. Interleaved runs, best of each, so
-    other load slows both alike."""
+    engine runs); None where the CPU has no bf16 units. On one thread, interleaved, best of
+    each, so other load slows both alike."""
     if cpu_bf16_units() is None:
         return None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: a busy machine stalls multi-thread timings at random
+    try:
+        return _time_conv()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_conv() -> float:
     with torch.inference_mode():
         conv = torch.nn.Conv2d(48, 48, 3, padding=1).to(memory_format=torch.channels_last)
         x = torch.rand(1, 48, 136, 240).contiguous(memory_format=torch.channels_last)

@@ -56,13 +56,13 @@ RECIPES = {
                              "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
                              **_FAST_HEADS},
                    "stages": _STAGES},
-    # realtime: stream S->T alone (no F, no T->S), DIS (fast preset) once per pair at low res with
-    # upsampled flows, R on the frame unshuffled by 4; M_S starts from stvsr-fast's (--init)
+    # realtime: stream S->T alone (no F, no T->S, no R): M_S, then DIS (fast preset) once per pair
+    # at low res with upsampled flows. M_S starts from stvsr-fast's (--init) and is fine-tuned
+    # through the stream (stage 3; stages 1-2 have nothing to train here)
     "stvsr-realtime": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
                                  "temporal": {"arch": "dis", "preset": "fast", "high_res_flow": "upsample"},
-                                 "fusion": {"preset": "none"}, "refine": {"preset": "fast"}},
-                       "stages": {2: StageSpec(steps=1200, lr=5e-4, batch=12, crop=128),
-                                  3: StageSpec(steps=600, lr=1e-4, batch=12, crop=128)}},
+                                 "fusion": {"preset": "none"}, "refine": {"preset": "none"}},
+                       "stages": {3: StageSpec(steps=1200, lr=1e-4, batch=12, crop=128)}},
     # the default: compact CPU SR network + fixed DIS flow interpolation
     "stvsr-lite": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
                              "temporal": {"arch": "dis", "preset": "medium"}, **_LITE_HEADS},

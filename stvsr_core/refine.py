@@ -41,3 +41,17 @@ class Refine(nn.Module):
         if self.unshuffle > 1:
             x = F.pixel_shuffle(x, self.unshuffle)
         return H_F + x
+
+
+class NoRefine(nn.Module):
+    """No R: H_R = H_F. For the `realtime` preset, where R's cost (8 ms of ~58 per pair at
+    480x270) bought 0.2 dB on one dev set and nothing on the other (docs/MODELS.md)."""
+
+    size_multiple = 1
+
+    def forward(self, H_F: torch.Tensor) -> torch.Tensor:
+        return H_F
+
+
+def build_refine(cfg: dict) -> nn.Module:
+    return NoRefine() if cfg.get("preset") == "none" else Refine(**cfg)

@@ -113,3 +113,15 @@ def test_single_stream_config_skips_fusion_and_stream_t_to_s(tmp_path):
     frames = list(Engine(again, "cpu", bf16=False, scene_threshold=0).run(f))
     assert len(frames) == 5  # the engine composes the same single stream as the model
     assert torch.allclose(frames[3], predict_pair(again, f[1][None], f[2][None]).H_R[0].clamp(0, 1), atol=1e-4)
+
+
+def test_no_refine_config_is_the_identity():
+    """refine preset none (the realtime preset): H_R = H_F, no parameters."""
+    from stvsr_core.refine import NoRefine
+    m = DualStream({"scale": 2, "spatial": {"arch": "bicubic"}, "temporal": {"arch": "dis", "preset": "fast"},
+                    "fusion": {"preset": "none"}, "refine": {"preset": "none"}}).eval()
+    assert isinstance(m.R, NoRefine) and not list(m.parameters())
+    f = real_frames(start=40, count=3, size=(64, 48))
+    with torch.no_grad():
+        out = m(f[0][None], f[2][None])
+    assert torch.equal(out.H_R, out.H_F) and torch.equal(out.H_F, out.H_st)

@@ -97,3 +97,18 @@ def test_bf16_speedup_is_measured_only_where_the_cpu_has_bf16_units(monkeypatch)
     assert precision.bf16_speedup() is None and not precision.cpu_prefers_bf16()
     assert precision.describe() == "fp32 (no bf16 units on this CPU)"
     precision.bf16_speedup.cache_clear()
+
+
+def test_bf16_is_timed_on_one_thread_and_threads_come_back(monkeypatch):
+    """Under load a multi-thread timing is random (barrier stalls): the check runs on one."""
+    from stvsr_core import precision
+    seen = []
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx")
+    monkeypatch.setattr(precision, "_time_conv", lambda: seen.append(torch.get_num_threads()) or 2.0)
+    before = torch.get_num_threads()
+    precision.bf16_speedup.cache_clear()
+    try:
+        assert precision.bf16_speedup() == 2.0
+    finally:
+        precision.bf16_speedup.cache_clear()
+    assert seen == [1] and torch.get_num_threads() == before
