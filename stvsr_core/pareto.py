@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,6 @@ def measure(models: dict, roots: list[Path], width: int, height: int, frames_in:
                        "psnr": {d: s[peer_row]["psnr"] for d, s in base.items()}})
     ff = ffmpeg_psnr(roots, progress)
     if ff is not None:
-        from fractions import Fraction
         points.append({"name": FFMPEG, "fps_out": ffmpeg_fps(frames, Fraction(25), runs)["fps_out"], "psnr": ff})
     return points
 

@@ -138,29 +138,32 @@ class DISInterp(nn.Module):
         return torch.as_tensor(t, dtype=torch.float32, device=like.device).reshape(-1, 1, 1, 1)
 
     @classmethod
-    def _warped(cls, I0, I1, flows, t):
-        """Both frames backward-warped to time t, and t as a [B, 1, 1, 1] tensor."""
-        t_ = cls._time(t, I0)
+    def _intermediate(cls, flows, t, like: torch.Tensor):
+        """(ft0, ft1, t as [B, 1, 1, 1]): the flows from time t back to both frames (fixed)."""
+        t_ = cls._time(t, like)
         with torch.no_grad():
-            ft0, ft1 = intermediate_flows(*flows, t_)
-        return backward_warp(I0.float(), ft0), backward_warp(I1.float(), ft1), t_
+            return (*intermediate_flows(*flows, t_), t_)
 
     @staticmethod
-    def _blend(I0, I1, ft0, ft1, t_) -> torch.Tensor:
-        w0, w1 = backward_warp(I0.float(), ft0), backward_warp(I1.float(), ft1)
+    def _warps(I0, I1, ft0, ft1):
+        return backward_warp(I0.float(), ft0), backward_warp(I1.float(), ft1)
+
+    @classmethod
+    def _blend(cls, I0, I1, ft0, ft1, t_) -> torch.Tensor:
+        w0, w1 = cls._warps(I0, I1, ft0, ft1)
         return ((1 - t_) * w0 + t_ * w1).to(I0.dtype)
 
     @classmethod
     def synthesize(cls, I0, I1, flows, t=0.5) -> torch.Tensor:
         """The frame at time t from both frames and their flows (f01, f10)."""
-        w0, w1, t_ = cls._warped(I0, I1, flows, t)
-        return ((1 - t_) * w0 + t_ * w1).to(I0.dtype)
+        return cls._blend(I0, I1, *cls._intermediate(flows, t, I0))
 
     def warp_error(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
         """[B, 1, H, W]: how much the two frames, warped to time t, disagree. Small where the
         flow holds (no occlusion, no failure): a per-pixel reliability map of DIS."""
         with torch.no_grad():
-            w0, w1, _ = self._warped(I0, I1, self.flows(I0, I1), t)
+            ft0, ft1, _ = self._intermediate(self.flows(I0, I1), t, I0)
+            w0, w1 = self._warps(I0, I1, ft0, ft1)
             return (w0 - w1).abs().mean(1, keepdim=True)
 
     @staticmethod
@@ -175,11 +178,10 @@ class DISInterp(nn.Module):
         resized (the same field: both steps are linear, at a quarter of the arithmetic)."""
         if self.high_res_flow == "estimate":
             return self(L0, L1, t), self(H0, H1, t)
-        t_ = self._time(t, L0)
+        ft0, ft1, t_ = self._intermediate(self.flows(L0, L1), t, L0)
         with torch.no_grad():
-            ft = intermediate_flows(*self.flows(L0, L1), t_)
-            up = self.upsample_flows(ft, H0.shape)
-        return self._blend(L0, L1, *ft, t_), self._blend(H0, H1, *up, t_)
+            up = self.upsample_flows((ft0, ft1), H0.shape)
+        return self._blend(L0, L1, ft0, ft1, t_), self._blend(H0, H1, *up, t_)
 
 
 # "rife": pretrained, its weights come from the backbone store (stvsr fetch-backbones)
