@@ -10,7 +10,7 @@ import contextlib
 import torch
 
 from ..stvsr_core import (DEFAULT_MODEL, DEFAULT_THRESHOLD, Engine, EngineOptions, InputError, WeightsError,
-                          list_models, load_weights, resolve_model)
+                          list_models, load_weights, resolve_model, select_device)
 from ..stvsr_core.scenecut import is_cut
 from . import host
 
@@ -118,11 +118,13 @@ def _refuse_meta_batches(prompt, node: str) -> None:
 
 
 def _check_device(device: torch.device) -> None:
-    """Refuse a device this machine lacks up front (ComfyUI's memory manager fails on it with a KeyError)."""
-    present = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(device.type)
-    if present is not None and not present():
+    """Refuse a device this machine lacks up front (ComfyUI's memory manager fails on it with a
+    KeyError): the core's check (select_device), in the node's words."""
+    try:
+        select_device(device)
+    except InputError:
         raise InputError(f"Load STVSR Model: device is {device.type}, but this machine has no {device.type.upper()} "
-                         f"device (ComfyUI runs on {host.torch_device()}): set device to auto")
+                         f"device (ComfyUI runs on {host.torch_device()}): set device to auto") from None
 
 
 def _model_choices() -> list[str]:

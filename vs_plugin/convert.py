@@ -48,14 +48,15 @@ def _set_prop(clip: vs.VideoNode, key: str, value) -> vs.VideoNode:
     return clip.std.RemoveFrameProps(key) if value is None else clip.std.SetFrameProps(**{key: value})
 
 
-def to_rgb(clip: vs.VideoNode, matrix_in_s: str | None = None) -> tuple[vs.VideoNode, Callable]:
-    """(RGBS or RGBH clip, function that converts a result back to the input's format)."""
+def to_rgb(clip: vs.VideoNode, matrix_in_s: str | None = None, props=None) -> tuple[vs.VideoNode, Callable]:
+    """(RGBS or RGBH clip, function that converts a result back to the input's format). `props`:
+    frame 0's, when the caller already has them (rendering frame 0 may be costly upstream)."""
     fmt = clip.format
     if fmt.color_family == vs.RGB and fmt.sample_type == vs.FLOAT and fmt.bits_per_sample in (16, 32):
         return clip, lambda out: out
     if fmt.color_family not in (vs.RGB, vs.YUV, vs.GRAY):
         raise vs.Error(f"stvsr.Upsample: unsupported colour family of {fmt.name}: use RGB, YUV or GRAY")
-    props = clip.get_frame(0).props
+    props = clip.get_frame(0).props if props is None else props
     rng = colour_range(props, fmt.color_family)
     if fmt.color_family == vs.RGB:
         return (clip.resize.Point(format=vs.RGBS, range_in_s=rng),

@@ -267,9 +267,10 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
         bf16 = _as_bool("bf16", bf16)
     if matrix_in_s is not None and matrix_in_s not in MATRICES:
         raise _error(f"matrix_in_s must be one of {', '.join(MATRICES)}, got {matrix_in_s!r}")
-    if "_Alpha" in clip.get_frame(0).props:
+    props = clip.get_frame(0).props  # rendered once: the alpha check and the colour props
+    if "_Alpha" in props:
         core.log_message(vs.MESSAGE_TYPE_WARNING, ALPHA_DROPPED)
-    src, back = to_rgb(clip, matrix_in_s)
+    src, back = to_rgb(clip, matrix_in_s, props)
     net = _load(model, dev)
     try:
         engine = Engine(net, dev, tile=tile, tile_pad=tile_pad, fp16=fp16, bf16=bf16,
