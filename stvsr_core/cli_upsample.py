@@ -19,7 +19,8 @@ from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
 from .scenecut import DEFAULT_THRESHOLD
 from .timeline import Timeline
-from .video_io import DEMO_CLIP, MediaError, check_output, keeps_rotation, open_writer, read_frames, upright
+from .video_io import (DEFAULT_FPS, DEMO_CLIP, MediaError, check_output, keeps_rotation, open_writer, read_frames,
+                       upright)
 from .weights import WeightsError
 
 log = logging.getLogger("stvsr")
@@ -129,7 +130,7 @@ def _run(args) -> int:
                          exact_double=args.exact_double, fp16=args.fp16, bf16=args.bf16, backend=args.backend,
                          workers=args.workers, threads=args.threads)
     engine = Engine(model, args.device, opts)
-    fps_in = src.fps or args.fps or Fraction(25)
+    fps_in = src.fps or args.fps or DEFAULT_FPS
     fps_out = fps_in * 2
     n_out = None if src.count is None else 2 * src.count - (0 if args.exact_double else 1)
     h, w = src.size

@@ -27,6 +27,7 @@ log = logging.getLogger("stvsr")
 
 # the real clip shipped with the package: the default input of `stvsr upsample` and `stvsr bench`
 DEMO_CLIP = Path(__file__).parent / "assets" / "bikes_short.mp4"
+DEFAULT_FPS = Fraction(25)  # for image folders and streams that state no rate
 
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".y4m", ".flv"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -146,7 +147,7 @@ def _read_video(path: Path) -> Source:
     tb = Fraction(stream.time_base)  # PyAV 19 returns its own AVRational
     time = lambda f: None if f.pts is None else f.pts * tb
     fps = stream.average_rate or stream.guessed_rate
-    period = 1 / Fraction(fps) if fps else Fraction(1, 25)
+    period = 1 / Fraction(fps if fps else DEFAULT_FPS)
 
     def gen():
         """Frames until the stream ends; a file cut short (a failed download) ends the clip there
