@@ -11,6 +11,7 @@ import torch
 
 from ..stvsr_core import (DEFAULT_MODEL, DEFAULT_THRESHOLD, Engine, EngineOptions, InputError, WeightsError,
                           list_models, load_weights, resolve_model, select_device)
+from ..stvsr_core.runtime import resolve as resolve_runtime
 from ..stvsr_core.scenecut import is_cut
 from . import host
 
@@ -28,8 +29,8 @@ PROMPT_IDS = {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}
 class STVSRModel:
     """What flows on an STVSR_MODEL wire: the network on the CPU plus where and how to run it."""
 
-    def __init__(self, model, device: torch.device, fp16: bool, name: str, bf16: bool | None = None):
-        self.model, self.device, self.fp16, self.name, self.bf16 = model, device, fp16, name, bf16
+    def __init__(self, model, device: torch.device, precision: str, name: str):
+        self.model, self.device, self.precision, self.name = model, device, precision, name
 
     @contextlib.contextmanager
     def engine(self, frame_hw: tuple[int, int], **options):
@@ -39,7 +40,7 @@ class STVSRModel:
         # activations: the widest stages (F and R at high resolution) hold roughly 200 floats per
         # low-res pixel; an estimate for free_memory, not a limit
         host.free_memory(params + h * w * 4 * 200, self.device)
-        engine = Engine(self.model, self.device, EngineOptions(fp16=self.fp16, bf16=self.bf16, **options))
+        engine = Engine(self.model, self.device, EngineOptions(precision=self.precision, **options))
         try:
             yield engine
         finally:
@@ -99,7 +100,7 @@ def _with_upscaler(stvsr_model: STVSRModel, upscale_model, node: str) -> STVSRMo
         model = stvsr_model.model.with_spatial(from_spandrel(upscale_model))
     except ValueError as e:
         raise InputError(f"{node}: {e}") from None
-    return STVSRModel(model, stvsr_model.device, stvsr_model.fp16, stvsr_model.name, stvsr_model.bf16)
+    return STVSRModel(model, stvsr_model.device, stvsr_model.precision, stvsr_model.name)
 
 
 def _reads_output(prompt, unique_id, slot: int) -> bool:
@@ -159,13 +160,11 @@ class LoadSTVSRModel:
             raise WeightsError(f"Load STVSR Model: {e}") from None
         dev = host.torch_device() if device == "auto" else torch.device(device)
         _check_device(dev)
-        fp16 = dev.type == "cuda" if precision == "auto" else precision == "fp16"
-        if fp16 and dev.type != "cuda":
-            raise InputError(f"Load STVSR Model: fp16 runs only on CUDA, but the device is {dev}: choose fp32")
-        if precision == "bf16" and dev.type not in ("cpu", "cuda"):
-            raise InputError(f"Load STVSR Model: bf16 runs on a CPU or CUDA, but the device is {dev}: choose fp32")
-        bf16 = {"auto": None, "bf16": True}.get(precision, False)
-        return (_with_upscaler(STVSRModel(model, dev, fp16, model_name, bf16), upscale_model, "Load STVSR Model"),)
+        try:
+            resolve_runtime(dev, precision)  # the core's one check of device and precision
+        except InputError as e:
+            raise InputError(f"Load STVSR Model: {e}") from None
+        return (_with_upscaler(STVSRModel(model, dev, precision, model_name), upscale_model, "Load STVSR Model"),)
 
 
 class STVSRSpatialUpscale:

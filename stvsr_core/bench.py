@@ -24,11 +24,12 @@ import torch
 from PIL import Image
 
 from . import precision
-from .backends import BACKENDS, channels_last
+from .backends import BACKENDS
 from .engine import Engine
+from .runner import TimingRunner
 
 # what `--backends` compares: the engine's backends at their default precision, plus torch in fp32
-CONFIGS = {**{b: {"backend": b} for b in BACKENDS}, "torch-fp32": {"backend": "torch", "bf16": False},
+CONFIGS = {**{b: {"backend": b} for b in BACKENDS}, "torch-fp32": {"backend": "torch", "precision": "fp32"},
            "torch-2-workers": {"backend": "torch", "workers": 2},
            # every core, whatever the load: what the thread tuner (threads.py) is measured against
            "torch-fixed-threads": {"backend": "torch", "threads": torch.get_num_threads()}}
@@ -117,29 +118,14 @@ class PeakRSS:
 
 
 def stage_seconds(engine: Engine, L0: torch.Tensor, L1: torch.Tensor, runs: int) -> dict:
-    """Median time of each stage for one pair of padded low-res frames, run as the engine runs them."""
+    """Median time of each step for one pair of padded low-res frames, run by the composition
+    itself (DualStream.middle) through the engine's runner, timed around each step."""
     m = engine.model
-    with torch.inference_mode(), engine.autocast():
-        H0, H1 = engine.spatial(L0), engine.spatial(L1)
-        M_T = m.M_T
-        times = {"M_S": median_time(lambda: engine.spatial(L0), runs)}
-        if hasattr(M_T, "flows"):  # DIS: flows at low res; high res estimates its own or reuses them
-            flows = M_T.flows(L0, L1)
-            times["M_T (low-res)"] = median_time(lambda: M_T.synthesize(L0, L1, M_T.flows(L0, L1)), runs)
-            if M_T.high_res_flow == "upsample":
-                hr = lambda: M_T.synthesize(H0, H1, M_T.upsample_flows(flows, H0.shape))
-            else:
-                hr = lambda: M_T(H0, H1)
-            times["M_T (high-res)"] = median_time(hr, runs)
-        else:
-            low, high = m.interpolators()
-            times["M_T (low-res)"] = median_time(lambda: low(L0, L1), runs)
-            times["M_T (high-res)"] = median_time(lambda: high(H0, H1), runs)
-        Hc0, Hc1 = channels_last(H0), channels_last(H1)
-        cue = m.cue(L0, L1)
-        times["F"] = median_time(lambda: m.fuse(Hc0, Hc1, cue), runs)
-        times["R"] = median_time(lambda: m.refine(Hc0), runs)
-    return times
+    timer = TimingRunner(engine.runner)
+    for _ in range(runs + 1):  # the first is a warm-up
+        H0, H1 = m.spatial(L0, timer), m.spatial(L1, timer)
+        m.middle(L0, L1, H0, H1, 0.5, run=timer)
+    return {step: statistics.median(ts[2:] if step == "M_S" else ts[1:]) for step, ts in timer.seconds.items()}
 
 
 def ffmpeg_fps(frames: list, fps: Fraction, runs: int) -> dict | None:
@@ -208,16 +194,16 @@ def bench_size(model, width: int, height: int, frames_in: int, runs: int, backen
     stages = {}
     for name, t in times.items():
         f = flops.get(name)
-        # per output frame: every input frame and every in-between frame go through M_S once;
-        # M_T, F and R run once per in-between frame, i.e. for every second output frame
-        per_out = None if f is None else (f if name == "M_S" else f / 2)
+        # per output frame at x2: every input frame goes through M_S once, for every second
+        # output frame; the in-between frame's steps run once per in-between frame, likewise
+        per_out = None if f is None else f / 2
         stages[name] = {"gflop_per_output_frame": None if per_out is None else per_out / 1e9,
                         "ms_per_call": 1000 * t,
                         "gflop_per_s": None if f is None else f / t / 1e9,
                         "fraction_of_peak": None if f is None else f / t / 1e9 / peak}
-    conv = [n for n in ("M_S", "F", "R") if flops.get(n)]
-    conv_flops = sum(flops[n] * (2 if n == "M_S" else 1) for n in conv)  # per pair
-    conv_time = sum(times[n] * (2 if n == "M_S" else 1) for n in conv)
+    conv = [n for n in ("M_S", "M_S (T->S)", "F", "R") if flops.get(n)]
+    conv_flops = sum(flops[n] for n in conv)  # per pair: one source frame's M_S, one in-between frame
+    conv_time = sum(times[n] for n in conv)
     return {"runs_on": engine.precision, "input": f"{width}x{height}", "output": f"{2 * width}x{2 * height}",
             "frames_in": frames_in,
             "frames_out": n_out, "seconds": seconds, "fps_out": n_out / seconds, "peak_rss_mib": mem.mib,

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from .backends import BACKENDS
 from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
+from .runtime import from_flags
 from .scenecut import DEFAULT_THRESHOLD
-from .timeline import Timeline
 from .video_io import (DEFAULT_FPS, DEMO_CLIP, MediaError, check_output, keeps_rotation, open_writer, read_frames,
                        upright)
 from .weights import WeightsError
@@ -127,12 +127,13 @@ def _run(args) -> int:
                          f"output keeps: write .mp4, .mov, .mkv or .webm")
     model = load_model(args.model)
     opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold or None,
-                         exact_double=args.exact_double, fp16=args.fp16, bf16=args.bf16, backend=args.backend,
+                         exact_double=args.exact_double, precision=from_flags(args.fp16, args.bf16), backend=args.backend,
                          workers=args.workers, threads=args.threads)
     engine = Engine(model, args.device, opts)
     fps_in = src.fps or args.fps or DEFAULT_FPS
-    fps_out = fps_in * 2
-    n_out = None if src.count is None else 2 * src.count - (0 if args.exact_double else 1)
+    timeline = engine.timeline(fps_in)
+    fps_out = timeline.fps_out
+    n_out = None if src.count is None else timeline.count(src.count)
     h, w = src.size
     oh, ow = (w, h) if turn % 180 else (h, w)
     rotated = f", rotated {src.rotation} degrees: {'kept' if keep else 'applied'}" if src.display_matrix else ""
@@ -140,7 +141,6 @@ def _run(args) -> int:
           f"({ow * 2}x{oh * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps{rotated}) on {engine.precision}",
           file=sys.stderr)
     t0 = time.time()
-    timeline = Timeline(fps_in)
 
     def frames():
         for t, rgb in src.timed:
@@ -151,8 +151,8 @@ def _run(args) -> int:
     with tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True) as bar, \
             open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None,
                         src.display_matrix if keep else None, time_base) as writer:
-        for j, out in enumerate(engine.run(frames(), total=src.count, progress=lambda d, n: bar.update(1))):
-            writer.write(_to_rgb(out), timeline.output(j))
+        for out in engine.run(frames(), total=src.count, progress=lambda d, n: bar.update(1), timeline=timeline):
+            writer.write(_to_rgb(out), timeline.issued.popleft().time)
     if timeline.repaired:
         log.warning("%d frame(s) of %s had a missing or out-of-order timestamp: each was placed one frame "
                     "period after the previous", timeline.repaired, args.input)

@@ -8,8 +8,10 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from .descriptor import ModelInfo
 from .fusion import build_fusion
 from .refine import build_refine
+from .runner import DIRECT, TILEABLE, Runner
 from .spatial import SPATIAL
 from .temporal import TEMPORAL
 from .tiling import pad_to_multiple
@@ -59,7 +61,8 @@ class DualStream(nn.Module):
     """M_S, M_T, F and R composed as in the paper. Any M_S and M_T can be swapped in.
 
     The methods split the work the way an engine needs it: `spatial` once per input frame,
-    `middle` once per pair, reusing both frames' spatial outputs.
+    `estimate` once per pair, `middle` once per in-between time t, reusing both frames' spatial
+    outputs. Every step goes through a runner, which tiles, casts, times or counts it.
     """
 
     def __init__(self, config: dict | None = None):
@@ -99,61 +102,92 @@ class DualStream(nn.Module):
         other.size_multiple = other._multiples()
         return other
 
-    def spatial(self, L: torch.Tensor) -> torch.Tensor:
-        return self.M_S(L)
+    @property
+    def info(self) -> ModelInfo:
+        """What this model can do (descriptor.ModelInfo), for the engine, the hosts and training."""
+        parts = self.pretrained_parts()
+        learns = [n for n, m in (("M_S", self.M_S), ("F", self.F), ("R", self.R))
+                  if n not in parts and any(True for _ in m.parameters())]
+        if self.M_T.traits.trainable and "M_T" not in parts:
+            learns.insert(1, "M_T")
+        return ModelInfo(scale=self.scale, size_multiple=self.size_multiple, precisions=("fp32", "bf16", "fp16"),
+                         trainable=tuple(learns), tileable=TILEABLE, shares_flows=self.M_T.traits.shares_flows,
+                         single_stream=self.single_stream, needs_cue=self.needs_cue, pretrained=parts)
+
+    # -- the steps of Fig. 1; `run` decides how each runs (runner.Runner) ----------------------------
+    def spatial(self, L: torch.Tensor, run: Runner = DIRECT, step: str = "M_S") -> torch.Tensor:
+        """M_S (Eq. 1); step "M_S (T->S)" when it upsamples the low-res in-between frame."""
+        return run.tiled(step, lambda lr, hr: [self.M_S(lr[0])], [L], [])[0]
 
     @property
     def needs_cue(self) -> bool:
         """True when F reads the low-res frames too (through `cue`), not only the two streams."""
         return self._dis is not None
 
-    def cue(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5) -> torch.Tensor | None:
+    def cue(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5, run: Runner = DIRECT) -> torch.Tensor | None:
         """F's extra input when its config asks for one (`inputs: streams+dis_error`): DIS's warp
         error at low resolution, upsampled to the output size; None for the paper's F."""
         if self._dis is None:
             return None
-        e = self._dis.warp_error(L0, L1, t)
-        return torch.nn.functional.interpolate(e, scale_factor=self.scale, mode="bilinear", align_corners=False)
 
-    def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor, cue: torch.Tensor | None = None):
-        """Returns (M_st, M_ts, H_F)."""
+        def error(L0, L1):
+            e = self._dis.warp_error(L0, L1, t)
+            return torch.nn.functional.interpolate(e, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return run.whole("cue", error, L0, L1)
+
+    def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor, cue: torch.Tensor | None = None, run: Runner = DIRECT):
+        """F (Eq. 9): returns (M_st, M_ts, H_F)."""
         if self.single_stream:
             return (*self.F(H_st), H_st)
-        h, w = H_st.shape[-2:]
-        # a compiled F (torch-compile, OpenVINO) takes tensors only: no None for a missing cue
-        inputs = [pad_to_multiple(x, self.F.size_multiple) for x in (H_st, H_ts, cue) if x is not None]
-        M_st, M_ts = (m[..., :h, :w] for m in self.F(*inputs))
-        return M_st, M_ts, M_st * H_st + M_ts * H_ts
+
+        def fuse(lr, hr):
+            h, w = hr[0].shape[-2:]
+            # a compiled F (torch-compile, OpenVINO) takes tensors only: no None for a missing cue
+            M_st, M_ts = (m[..., :h, :w] for m in self.F(*(pad_to_multiple(x, self.F.size_multiple) for x in hr)))
+            return [M_st, M_ts, M_st * hr[0] + M_ts * hr[1]]
+        inputs = [x for x in (H_st, H_ts, cue) if x is not None]
+        return tuple(run.tiled("F", fuse, [self._grid(H_st)], inputs))
 
     def interpolators(self):
         """(the M_T that makes L_mid, the M_T that makes H_st): the same network, unless M_T is
-        one per resolution (PerResolutionMT). For timing and FLOP counts of each step."""
+        one per resolution (PerResolutionMT). For FLOP counts of each."""
         return getattr(self.M_T, "low", self.M_T), getattr(self.M_T, "high", self.M_T)
 
-    def interpolate(self, L0, L1, H0, H1, t=0.5):
-        """The two M_T calls: L_mid (for stream T->S) and H_st (stream S->T). Flow-based M_T needs
-        the whole frame to follow large motion, so engines never tile this step. An M_T with a
-        `pair` method may share work between the two (DIS reusing its low-res flows)."""
-        if hasattr(self.M_T, "pair"):
-            return self.M_T.pair(L0, L1, H0, H1, t)
-        return self.M_T(L0, L1, t), self.M_T(H0, H1, t)
+    def estimate(self, L0, L1, H0=None, H1=None, run: Runner = DIRECT):
+        """M_T's work shared by every t of a pair (DIS flows), or None; computed once per pair."""
+        return run.whole("M_T estimate", self.M_T.estimate, L0, L1, H0, H1)
 
-    def refine(self, H_F: torch.Tensor) -> torch.Tensor:
-        h, w = H_F.shape[-2:]
-        return self.R(pad_to_multiple(H_F, self.R.size_multiple))[..., :h, :w]
+    def interpolate(self, L0, L1, H0, H1, t=0.5, estimate=None, run: Runner = DIRECT):
+        """The two M_T calls (Eq. 2): L_mid (for stream T->S) and H_st (stream S->T). Flow-based
+        M_T needs the whole frame to follow large motion, so it is never tiled."""
+        if estimate is None:
+            estimate = self.estimate(L0, L1, H0, H1, run)
+        return run.whole("M_T", self.M_T.pair, L0, L1, H0, H1, t, estimate)
 
-    def streams(self, L0, L1, H0, H1, t=0.5):
+    def refine(self, H_F: torch.Tensor, run: Runner = DIRECT) -> torch.Tensor:
+        """R (Eq. 10): H_R = R(H_F) + H_F."""
+        def refine(lr, hr):
+            h, w = hr[0].shape[-2:]
+            return [self.R(pad_to_multiple(hr[0], self.R.size_multiple))[..., :h, :w]]
+        return run.tiled("R", refine, [self._grid(H_F)], [H_F])[0]
+
+    def _grid(self, H: torch.Tensor) -> torch.Tensor:
+        """The low-res grid a high-res frame's tiles are laid on."""
+        return H[..., ::self.scale, ::self.scale]
+
+    def streams(self, L0, L1, H0, H1, t=0.5, estimate=None, run: Runner = DIRECT):
         """(L_mid, H_st, H_ts): both streams, composed once for inference and training alike."""
-        L_mid, H_st = self.interpolate(L0, L1, H0, H1, t)
-        return L_mid, H_st, H_st if self.single_stream else self.spatial(L_mid)
+        L_mid, H_st = self.interpolate(L0, L1, H0, H1, t, estimate, run)
+        return L_mid, H_st, H_st if self.single_stream else self.spatial(L_mid, run, "M_S (T->S)")
 
-    def middle(self, L0, L1, H0, H1, t=0.5) -> Middle:
-        """The in-between frame from both low-res frames and their spatial outputs."""
-        L_mid, H_st, H_ts = self.streams(L0, L1, H0, H1, t)
-        M_st, M_ts, H_F = self.fuse(H_st, H_ts, self.cue(L0, L1, t))
-        return Middle(L_mid, H_st, H_ts, M_st, M_ts, H_F, self.refine(H_F))
+    def middle(self, L0, L1, H0, H1, t=0.5, estimate=None, run: Runner = DIRECT) -> Middle:
+        """The in-between frame at t from both low-res frames and their spatial outputs: the one
+        composition of Fig. 1 that the engine, training, the bench and the FLOP count all run."""
+        L_mid, H_st, H_ts = self.streams(L0, L1, H0, H1, t, estimate, run)
+        M_st, M_ts, H_F = self.fuse(H_st, H_ts, self.cue(L0, L1, t, run), run)
+        return Middle(L_mid, H_st, H_ts, M_st, M_ts, H_F, self.refine(H_F, run))
 
-    def forward(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5) -> Outputs:
-        H0, H1 = self.M_S(L0), self.M_S(L1)
-        mid = self.middle(L0, L1, H0, H1, t)
+    def forward(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5, run: Runner = DIRECT) -> Outputs:
+        H0, H1 = self.spatial(L0, run), self.spatial(L1, run)
+        mid = self.middle(L0, L1, H0, H1, t, run=run)
         return Outputs(**{f.name: getattr(mid, f.name) for f in fields(Middle)}, H_prev=H0, H_next=H1)

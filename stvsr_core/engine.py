@@ -1,60 +1,53 @@
-"""Streaming inference: N frames in, 2N-1 (or 2N) frames out at `scale` times the size.
+"""Inference over clips: streamed (N frames in, the timeline's frames out, for the CLI and the
+nodes) or random access (`Engine.access`, for VapourSynth). Both render the same timeline slots
+through the same composition, and each source frame goes through M_S at most once.
 
-Frames flow through as iterators, so memory depends on the frame size, never on the clip
-length: only the previous frame and its spatial output are held.
+Streaming holds only the frames still in flight, so memory depends on the frame size, never on
+the clip length.
 """
 from __future__ import annotations
 
 import contextlib
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from typing import Callable, Iterable, Iterator
 
 import torch
 
-from .backends import BACKENDS, channels_last, use_openvino, use_torch_compile
+from .backends import channels_last, use_openvino, use_torch_compile
 from .dual_stream import DualStream, Outputs
-from .precision import cpu_prefers_bf16
+from .runner import Runner
+from .runtime import InputError, resolve, select_device  # noqa: F401  (InputError, select_device: public here)
 from .scenecut import DEFAULT_THRESHOLD, is_cut
 from .threads import ThreadTuner, restored_threads, set_threads
 from .tiling import pad_to_multiple, run_tiled
+from .timeline import Retime, Slot, Timeline
 
 Progress = Callable[[int, "int | None"], None]
 
 
-class InputError(ValueError):
-    """Frames the engine cannot process (wrong shape, size change, NaN, too few)."""
-
-
-def select_device(device: str | torch.device | None = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple's MPS, then the CPU."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available: use --device cpu or auto")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"device {device!r} requested but MPS is not available: use --device cpu or auto")
-    return dev
-
-
 @dataclass
 class EngineOptions:
+    """The one source of defaults for the CLI, the node widgets and the filter."""
+
     tile: int = 0                  # low-res tile size; 0 = tile only frames over max_pixels
     tile_pad: int = 32             # low-res overlap on each side of a tile
     max_pixels: int = 1280 * 720   # low-res pixels above which tile=0 tiles at 512
     scene_threshold: float | None = DEFAULT_THRESHOLD  # None or 0 turns detection off
-    exact_double: bool = False     # 2N frames (last repeated) instead of 2N-1
-    fp16: bool | None = None       # None: on for CUDA, off elsewhere
-    bf16: bool | None = None       # bfloat16 CNNs; None: on CPUs where it measures faster (precision.py)
+    factor: Fraction | int = 2     # output frames per input frame (1: spatial-only)
+    fps: Fraction | None = None    # a target output rate instead of a factor (e.g. 60000/1001)
+    exact_double: bool = False     # keep the duration: the last frame is held (2N frames at x2, not 2N-1)
+    upscale: bool = True           # False: temporal-only, the frames keep their size (M_T at low res)
+    precision: str = "auto"        # auto, fp32, bf16, fp16 (runtime.resolve)
     workers: int = 1               # frame pairs computed at once (2: ~1.15x on a 2-core CPU, more memory)
     backend: str = "torch"         # "torch" (channels_last), "torch-compile", "openvino", "openvino-bf16" (CPU)
     threads: int = 0               # CPU threads; 0 = tuned while running to what the machine's load allows
+
+    def retime(self) -> Retime:
+        return Retime(self.factor, self.fps, self.exact_double)
 
 
 def predict_pair(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t: float = 0.5) -> Outputs:
@@ -71,14 +64,130 @@ def predict_pair(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t: float
     return Outputs(**crop)
 
 
+class OnceCache:
+    """Values computed once per key even when several threads ask at the same time (VapourSynth
+    requests frames concurrently); the `capacity` most recent are kept."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.entries: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        self.computed = 0  # values computed, for tests and statistics
+
+    def get(self, key, compute):
+        with self.lock:
+            entry = self.entries.get(key)
+            owner = entry is None
+            if owner:
+                entry = self.entries[key] = (threading.Event(), [])
+                while len(self.entries) > self.capacity:
+                    oldest = next(iter(self.entries))
+                    if not self.entries[oldest][0].is_set():
+                        break  # never drop one that is being computed
+                    self.entries.pop(oldest)
+            else:
+                self.entries.move_to_end(key)
+        event, box = entry
+        if owner:
+            try:
+                box.append(compute())
+                self.computed += 1
+            except BaseException as e:
+                box.append(e)
+                with self.lock:
+                    self.entries.pop(key, None)
+                raise
+            finally:
+                event.set()
+        event.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+
+def _floats(x):
+    """Step outputs back in float32 (autocast may leave bfloat16 or float16)."""
+    if isinstance(x, torch.Tensor):
+        return x.float().contiguous()
+    if isinstance(x, (tuple, list)):
+        return type(x)(_floats(v) for v in x)
+    return x
+
+
+class _EngineRunner(Runner):
+    """The engine's way to run each step: inference mode, the runtime's precision, and tiles for
+    the convolutional steps of large frames."""
+
+    def __init__(self, engine: "Engine"):
+        self.engine = engine
+
+    def whole(self, step, fn, *args):
+        with torch.inference_mode(), self.engine.autocast():
+            return _floats(fn(*args))
+
+    def tiled(self, step, fn, lr, hr):
+        return self.engine._run(fn, lr, hr)
+
+
+class Access:
+    """Random access to one clip's output (`Engine.access`): `render(slot)`, `frame(k)`,
+    `between(k, t)` in any order and from any thread. Each source frame's M_S output and each
+    pair's M_T estimate are computed once and kept in bounded caches; `source(k)` gives the
+    input frame k ([3, H, W]) when it is not cached."""
+
+    def __init__(self, engine: "Engine", size: tuple[int, int] | None = None, capacity: int = 8):
+        self.engine, self.size = engine, size
+        self.spatial = OnceCache(capacity)    # k -> (L, H): M_S once per source frame
+        self.estimates = OnceCache(capacity)  # k -> the pair (k, k+1)'s M_T estimate
+        self.cuts = OnceCache(4 * capacity)   # k -> whether a cut lies between k and k+1
+
+    def _frame(self, k: int, source):
+        def compute():
+            frame = source(k)
+            L = self.engine.prepare(frame, k, self.size)
+            self.size = self.size or tuple(frame.shape[-2:])
+            return L, self.engine.spatial(L) if self.engine.options.upscale else None
+        return self.spatial.get(k, compute)
+
+    def cut(self, k: int, source, flag: bool | None = None) -> bool:
+        """A cut between k and k+1: the host's flag where it has one, else the one cut measure."""
+        def compute():
+            cut = bool(flag) if flag is not None else is_cut(self._frame(k, source)[0], self._frame(k + 1, source)[0],
+                                                             self.engine.options.scene_threshold)
+            self.engine.stats["scene_cuts"] += cut
+            return cut
+        return self.cuts.get(k, compute)
+
+    def render(self, slot: Slot, source, cut: bool | None = None) -> torch.Tensor:
+        """The output frame of a timeline slot: [3, s*H, s*W] (or [3, H, W] temporal-only), float32
+        0..1 on the CPU. Across a cut the in-between frames repeat the frame before."""
+        if slot.between and not self.cut(slot.k, source, cut):
+            return self.engine.output(self._between(slot.k, float(slot.t), source), self.size)
+        L, H = self._frame(slot.k, source)
+        return self.engine.output(L if H is None else H, self.size)
+
+    def frame(self, k: int, source) -> torch.Tensor:
+        return self.render(Slot(0, k, Fraction(0), Fraction(0)), source)
+
+    def between(self, k: int, t: float, source, cut: bool | None = None) -> torch.Tensor:
+        return self.render(Slot(0, k, Fraction(t), Fraction(0)), source, cut)
+
+    def _between(self, k: int, t: float, source) -> torch.Tensor:
+        (L0, H0), (L1, H1) = self._frame(k, source), self._frame(k + 1, source)
+        est = self.estimates.get(k, lambda: self.engine.estimate(L0, L1, H0, H1))
+        if H0 is None:
+            return self.engine.between_low(L0, L1, t, est)
+        return self.engine.middle(L0, L1, H0, H1, t, est)
+
+
 class Engine:
-    """Runs a DualStream model over a clip. Each input frame goes through M_S exactly once."""
+    """Runs a DualStream model over a clip. Each input frame goes through M_S at most once."""
 
     def __init__(self, model: DualStream, device: str | torch.device | None = "auto",
                  options: EngineOptions | None = None, **overrides):
         self.options = options or EngineOptions()
         for k, v in overrides.items():
-            if not hasattr(self.options, k):
+            if k not in EngineOptions.__dataclass_fields__:
                 raise TypeError(f"Engine: unknown option {k!r}")
             setattr(self.options, k, v)
         o = self.options
@@ -88,23 +197,18 @@ class Engine:
             raise InputError(f"workers ({o.workers}) must be >= 1")
         if o.threads < 0:
             raise InputError(f"threads ({o.threads}) must be >= 0 (0: tuned to the load)")
-        if o.backend not in BACKENDS:
-            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {o.backend!r}")
-        on_cpu_only = o.backend.startswith("openvino")
-        self.device = select_device("cpu" if on_cpu_only and device in (None, "auto") else device)
-        if on_cpu_only and self.device.type != "cpu":
-            raise InputError(f"backend {o.backend!r} runs on the CPU: use device 'cpu' (or backend 'torch')")
-        self.fp16 = (self.device.type == "cuda") if o.fp16 is None else bool(o.fp16)
-        if self.fp16 and self.device.type != "cuda":
-            raise InputError("fp16 needs a CUDA device: drop fp16 or pick a CUDA device")
-        torch_backend = o.backend.startswith("torch")
-        auto = self.device.type == "cpu" and torch_backend and cpu_prefers_bf16()
-        self.bf16 = auto if o.bf16 is None else bool(o.bf16)
-        if self.bf16 and (self.fp16 or self.device.type not in ("cpu", "cuda") or not torch_backend):
-            raise InputError("bf16 runs with the torch backend on a CPU or a CUDA device, without fp16: "
-                             "pick one precision")
+        try:
+            self.retime = o.retime()
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        if not (o.upscale or self.retime.temporal):
+            raise InputError("temporal-only (upscale off) with factor 1 leaves nothing to do: raise the factor "
+                             "or turn upscaling on")
+        self.runtime = resolve(device, o.precision, o.backend)
+        self.device = self.runtime.device
+        self.info = model.info
         self.model = model.eval().to(self.device)
-        if torch_backend:
+        if o.backend.startswith("torch"):
             # the fast convolution layout on CPUs (oneDNN) and GPUs (tensor cores); in place
             self.model.to(memory_format=torch.channels_last)
             if o.backend == "torch-compile":
@@ -112,25 +216,19 @@ class Engine:
         else:
             self.model = use_openvino(self.model, o.backend)
         self.workers = o.workers
-        self.scale = model.scale
-        self.stats = {"spatial_calls": 0, "middle_calls": 0, "scene_cuts": 0}
+        self.scale = model.scale if o.upscale else 1
+        self.runner = _EngineRunner(self)
+        self.stats = {"spatial_calls": 0, "middle_calls": 0, "estimates": 0, "scene_cuts": 0}
 
     @property
     def precision(self) -> str:
         """How the networks run, for logs: e.g. 'cpu, bf16, torch'."""
-        p = "fp16" if self.fp16 else "bf16" if self.bf16 else "fp32"
-        if self.options.backend == "openvino-bf16":
-            p = "bf16"
-        return f"{self.device}, {p}, {self.options.backend}"
+        return str(self.runtime)
 
-    # -- the two units of work, padded and tiled -------------------------------------------
     def autocast(self):
-        if self.fp16:
-            return torch.autocast("cuda", dtype=torch.float16)
-        if self.bf16:  # convolutions in bfloat16; skips (bicubic, residual adds) stay float32
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return self.runtime.autocast()
 
+    # -- the units of work on padded frames, through the one composition ----------------------
     def _tile_size(self, h: int, w: int) -> int:
         o = self.options
         if o.tile > 0:
@@ -145,93 +243,88 @@ class Engine:
         with torch.inference_mode(), self.autocast():
             if not tile:
                 return call(lr, hr)
-            return run_tiled(call, lr, hr, scale=self.scale, tile=tile, pad=self.options.tile_pad,
+            return run_tiled(call, lr, hr, scale=self.model.scale, tile=tile, pad=self.options.tile_pad,
                              multiple=self.model.size_multiple)
 
     def spatial(self, L: torch.Tensor) -> torch.Tensor:
         """M_S of one padded low-res frame [1, 3, h, w]."""
         self.stats["spatial_calls"] += 1
-        return self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L], [])[0]
+        return self.model.spatial(L, self.runner)
 
-    def _streams(self, L0, L1, H0, H1, t: float):
-        """(H_st, H_ts) on padded frames: the same steps as DualStream.middle. M_T runs on whole
-        frames (large motion crosses tiles); M_S on L_mid is tiled when the frame is large."""
-        with torch.inference_mode(), self.autocast():
-            L_mid, H_st = self.model.interpolate(L0, L1, H0, H1, t)
-        if self.model.single_stream:
-            return L_mid, H_st.float(), H_st.float()
-        H_ts = self._run(lambda lr, hr: [self.model.spatial(lr[0])], [L_mid], [])[0]
-        return L_mid, H_st.float(), H_ts
+    def estimate(self, L0, L1, H0=None, H1=None):
+        """M_T's work for every t of a pair (DIS flows), once per pair; None for an M_T without any."""
+        self.stats["estimates"] += 1
+        return self.model.estimate(L0, L1, H0, H1, self.runner)
 
-    def middle(self, L0, L1, H0, H1, t: float = 0.5) -> torch.Tensor:
-        """H_R for the frame between two padded low-res frames, reusing their spatial outputs."""
+    def middle(self, L0, L1, H0, H1, t: float = 0.5, estimate=None) -> torch.Tensor:
+        """H_R at time t between two padded low-res frames, reusing their spatial outputs."""
         self.stats["middle_calls"] += 1
-        m = self.model
-        L_mid, H_st, H_ts = self._streams(L0, L1, H0, H1, t)
-        with torch.inference_mode():
-            cue = m.cue(L0, L1, t)
-        fuse_refine = lambda lr, hr: [m.refine(m.fuse(hr[0], hr[1], hr[2] if len(hr) > 2 else None)[2])]
-        return self._run(fuse_refine, [L_mid], [H_st, H_ts] + ([cue] if cue is not None else []))[0]
+        return self.model.middle(L0, L1, H0, H1, t, estimate, self.runner).H_R
+
+    def between_low(self, L0, L1, t: float = 0.5, estimate=None) -> torch.Tensor:
+        """Temporal-only: M_T's in-between frame at the input's size."""
+        self.stats["middle_calls"] += 1
+        return self.model.interpolate(L0, L1, None, None, t, estimate, self.runner)[0]
 
     # -- single stages on unpadded batches, for hosts that expose the paper's steps as nodes ----
-    def _crop(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    @staticmethod
+    def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         return x[..., :h, :w]
+
+    def _padded(self, x: torch.Tensor, multiple: int) -> torch.Tensor:
+        return pad_to_multiple(x.to(self.device, torch.float32), multiple)
 
     def upscale(self, L: torch.Tensor) -> torch.Tensor:
         """M_S of each frame of a batch [B, 3, h, w] -> [B, 3, s*h, s*w]."""
         h, w = L.shape[-2:]
-        Lp = pad_to_multiple(L.to(self.device, torch.float32), self.model.size_multiple)
+        s = self.model.scale
+        Lp = self._padded(L, self.model.size_multiple)
         out = torch.cat([self.spatial(Lp[i:i + 1]) for i in range(Lp.shape[0])])
-        return self._crop(out, h * self.scale, w * self.scale)
+        return self._crop(out, h * s, w * s)
 
     def interpolate_frames(self, I0: torch.Tensor, I1: torch.Tensor, t: float = 0.5) -> torch.Tensor:
         """M_T alone, at the frames' own resolution ([B, 3, h, w] each)."""
         h, w = I0.shape[-2:]
         m = self.model.M_T.size_multiple
-        with torch.inference_mode(), self.autocast():
-            out = self.model.M_T(pad_to_multiple(I0.to(self.device, torch.float32), m),
-                                 pad_to_multiple(I1.to(self.device, torch.float32), m), t)
-        return self._crop(out.float(), h, w)
+        out = self.model.interpolate(self._padded(I0, m), self._padded(I1, m), None, None, t, run=self.runner)[0]
+        return self._crop(out, h, w)
 
     def streams(self, L0, L1, H0, H1, t: float = 0.5):
         """(H_st, H_ts) between two low-res frames, given their spatial outputs."""
         h, w = L0.shape[-2:]
-        mult, s = self.model.size_multiple, self.scale
-        dev = lambda x: x.to(self.device, torch.float32)
-        _, H_st, H_ts = self._streams(pad_to_multiple(dev(L0), mult), pad_to_multiple(dev(L1), mult),
-                                      pad_to_multiple(dev(H0), mult * s), pad_to_multiple(dev(H1), mult * s), t)
+        mult, s = self.model.size_multiple, self.model.scale
+        _, H_st, H_ts = self.model.streams(self._padded(L0, mult), self._padded(L1, mult), self._padded(H0, mult * s),
+                                           self._padded(H1, mult * s), t, run=self.runner)
         return self._crop(H_st, h * s, w * s), self._crop(H_ts, h * s, w * s)
 
     def _high_res(self, fn, *H: torch.Tensor):
-        """Run fn on high-res tensors padded to the model's multiple, tiled like the engine."""
+        """fn on high-res tensors padded to the model's multiple, through the engine's runner."""
         h, w = H[0].shape[-2:]
-        s, mult = self.scale, self.model.size_multiple
-        Hp = [pad_to_multiple(x.to(self.device, torch.float32), mult * s) for x in H]
-        geometry = Hp[0][:, :, ::s, ::s]  # the low-res grid the tiles are laid on
-        return [self._crop(o, h, w) for o in self._run(lambda lr, hr: fn(*hr), [geometry], Hp)]
+        mult = self.model.size_multiple * self.model.scale
+        return [self._crop(o, h, w) for o in fn(*(self._padded(x, mult) for x in H))]
 
     def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor):
         """F alone: (M_st, M_ts, H_F)."""
         if H_st.shape != H_ts.shape:
             raise InputError(f"the two streams differ in shape: H_st {tuple(H_st.shape)} vs H_ts "
                              f"{tuple(H_ts.shape)}: feed both from the same Dual-Stream output")
-        if self.model.needs_cue:
+        if self.info.needs_cue:
             raise InputError("this model's F also reads the low-res frames (a DIS warp-error cue), which "
                              "the streams alone do not carry: run the whole model (STVSR Upsample / Engine.run)")
-        return tuple(self._high_res(lambda a, b: list(self.model.fuse(a, b)), H_st, H_ts))
+        return tuple(self._high_res(lambda a, b: self.model.fuse(a, b, run=self.runner), H_st, H_ts))
 
     def refine(self, H_F: torch.Tensor) -> torch.Tensor:
         """R alone: H_R = R(H_F) + H_F."""
-        return self._high_res(lambda x: [self.model.refine(x)], H_F)[0]
+        return self._high_res(lambda x: [self.model.refine(x, self.runner)], H_F)[0]
 
-    # -- streaming ---------------------------------------------------------------------------
+    # -- clips ------------------------------------------------------------------------------------
     def prepare(self, frame: torch.Tensor, index: int, size) -> torch.Tensor:
         """One input frame [3, H, W] -> checked, on the device, padded [1, 3, H', W']."""
         if not isinstance(frame, torch.Tensor) or frame.ndim != 3 or frame.shape[0] != 3:
-            shape = tuple(frame.shape) if hasattr(frame, "shape") else type(frame).__name__
+            shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
             raise InputError(f"frame {index}: expected an RGB tensor [3, H, W], got {shape}")
-        if size is not None and tuple(frame.shape[-2:]) != size:
-            raise InputError(f"frame {index} is {tuple(frame.shape[-2:])} but frame 0 is {size}: "
+        if size is not None and tuple(frame.shape[-2:]) != tuple(size):
+            raise InputError(f"frame {index} is {tuple(frame.shape[-2:])} but frame 0 is {tuple(size)}: "
                              "all frames of a clip must have one size (resize them first)")
         x = frame.to(self.device, torch.float32, non_blocking=True)
         if not torch.isfinite(x).all():
@@ -239,31 +332,55 @@ class Engine:
         return pad_to_multiple(x.clamp(0, 1)[None], self.model.size_multiple)
 
     def output(self, H: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """A padded high-res result -> the output frame [3, s*H, s*W] (float32, 0..1, CPU)."""
+        """A padded result -> the output frame [3, s*H, s*W] (float32, 0..1, CPU)."""
         return H[0, :, : size[0] * self.scale, : size[1] * self.scale].clamp(0, 1).cpu()
 
-    def run(self, frames: Iterable[torch.Tensor], total: int | None = None,
-            progress: Progress | None = None) -> Iterator[torch.Tensor]:
-        """Yield output frames [3, s*H, s*W] (float32, 0..1, on the CPU) in display order.
+    def timeline(self, fps_in=None) -> Timeline:
+        """The output timeline these options give for a source at fps_in (needed for an fps target)."""
+        try:
+            return Timeline(self.retime, fps_in)
+        except ValueError as e:
+            raise InputError(str(e)) from None
 
-        Output 2k is the SR of input k; output 2k+1 is the frame between inputs k and k+1,
-        or a copy of output 2k when the pair straddles a scene cut.
+    def access(self, size: tuple[int, int] | None = None, capacity: int = 8) -> Access:
+        """Random access to one clip (frames of `size`), e.g. for VapourSynth."""
+        return Access(self, size, capacity)
+
+    def run(self, frames: Iterable[torch.Tensor], total: int | None = None, progress: Progress | None = None,
+            timeline: Timeline | None = None, fps_in=None) -> Iterator[torch.Tensor]:
+        """Yield the output frames [3, s*H, s*W] (float32, 0..1, on the CPU) in display order.
+
+        The slots come from `timeline` (the caller then feeds it each frame's timestamp with
+        `timeline.add` before yielding the frame), else from the options at a constant rate
+        (fps_in: the input's rate, needed for an fps target).
         """
         o = self.options
-        n_out = None if total is None else 2 * total - (0 if o.exact_double else 1)
-        done, size, prev = 0, None, None
-        workers = self.workers
+        feed = timeline is None
+        timeline = timeline or self.timeline(fps_in)
+        n_out = None if total is None else timeline.count(total)
+        access = Access(self, capacity=4)
+        pending: dict[int, torch.Tensor] = {}  # input frames whose M_S has not run yet
+        workers, done, n_in = self.workers, 0, 0
         queue: deque = deque()  # output frames in display order: tensors, or futures of them
+
+        def source(k):
+            return pending.pop(k)
 
         def emit(item):
             nonlocal done
-            H = item.result() if isinstance(item, Future) else item
+            image = item.result() if isinstance(item, Future) else item
             done += 1
             if progress:
                 progress(done, n_out)
-            return self.output(H, size)
+            return image
 
-        n_in = 0
+        def schedule(slots, work):
+            for slot in slots:
+                inner = slot.between and not access.cut(slot.k, source)
+                work["typical"] |= inner
+                queue.append(pool.submit(access.render, slot, source) if pool and inner
+                             else access.render(slot, source))
+
         # On a CPU the thread count follows the load (threads.py); a fixed count where one is set
         tuned = self.device.type == "cpu" and o.threads == 0 and workers == 1
         tuner = ThreadTuner() if tuned else None
@@ -276,30 +393,19 @@ class Engine:
             if self.device.type == "cpu" and o.threads:
                 set_threads(o.threads)
             for n_in, frame in enumerate(frames, 1):
+                if feed:
+                    timeline.add(None)
                 with unit() as work:  # the compute of one input frame, not the consumer's time
-                    L = self.prepare(frame, n_in - 1, size)
-                    size = size or tuple(frame.shape[-2:])
-                    H = self.spatial(L)
+                    pending[n_in - 1] = frame
+                    access.size = access.size or (tuple(frame.shape[-2:]) if isinstance(frame, torch.Tensor) else None)
                     work["typical"] = False  # until an in-between frame is computed
-                    if prev is not None:
-                        Lp, Hp = prev
-                        if n_in == 2:  # held back until a pair exists, so one frame never yields output
-                            queue.append(Hp)
-                        if is_cut(Lp, L, o.scene_threshold):
-                            self.stats["scene_cuts"] += 1
-                            queue.append(Hp)
-                        else:
-                            queue.append(pool.submit(self.middle, Lp, L, Hp, H) if pool
-                                         else self.middle(Lp, L, Hp, H))
-                            work["typical"] = True
-                        queue.append(H)
-                if prev is not None:
-                    while len(queue) > 2 * (workers - 1):  # at most `workers` pairs in flight
-                        yield emit(queue.popleft())
-                prev = (L, H)
+                    access._frame(n_in - 1, source)  # checks the frame (and runs M_S) as it arrives
+                    schedule(timeline.ready(), work)
+                while len(queue) > 2 * (workers - 1):  # at most `workers` pairs in flight
+                    yield emit(queue.popleft())
+            if n_in < 2 and self.retime.temporal:
+                raise InputError(f"got {n_in} frame(s): interpolation needs at least 2 frames")
+            timeline.close()
+            schedule(timeline.ready(), {"typical": False})
             while queue:
                 yield emit(queue.popleft())
-        if n_in < 2:
-            raise InputError(f"got {n_in} frame(s): interpolation needs at least 2 frames")
-        if o.exact_double:
-            yield emit(prev[1])

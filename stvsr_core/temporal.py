@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones.adapters import PerResolutionMT, RifeMT
+from .descriptor import TemporalNet, TemporalTraits
 from .warp import backward_warp, intermediate_flows
 
 
@@ -44,7 +45,7 @@ class IFBlock(nn.Module):
         return out[:, :4] * (2 * scale), out[:, 4:5]
 
 
-class IFNetLite(nn.Module):
+class IFNetLite(TemporalNet):
     """A compact learned M_T in the style of IFNet (RIFE): coarse-to-fine intermediate flows.
 
     Predicts the flows from time t to both inputs plus a visibility mask directly, with t
@@ -52,7 +53,7 @@ class IFNetLite(nn.Module):
     """
 
     size_multiple = 16
-    trainable = True
+    traits = TemporalTraits(trainable=True, shares_flows=False, counted=True)
 
     def __init__(self, *, channels: tuple[int, ...] = (64, 48, 32), scales: tuple[int, ...] = (4, 2, 1),
                  depth: int = 3):
@@ -86,19 +87,20 @@ class IFNetLite(nn.Module):
         return m * w0 + (1 - m) * w1, flow[:, :2], flow[:, 2:], m
 
 
-class DISInterp(nn.Module):
+class DISInterp(TemporalNet):
     """Weight-free M_T on OpenCV's DIS optical flow: a fixed backbone, like the paper's "fixed" ones.
 
     Flows both ways on 8-bit luma, Super SloMo's intermediate-flow approximation at t, both
     frames backward-warped and blended by distance in time. No gradients flow through it.
 
-    `high_res_flow="upsample"` lets `pair` reuse the low-res flows for the high-res frames
-    (upsampled and scaled) instead of running DIS again at 4x the pixels: stream S->T still
-    warps at high resolution, but the costliest step of M_T runs once per pair.
+    The flows are estimated once per pair (`estimate`) and reused for every t (`pair`).
+    `high_res_flow="upsample"` reuses the low-res flows for the high-res frames too (upsampled
+    and scaled) instead of running DIS again at 4x the pixels: stream S->T still warps at high
+    resolution, but the costliest step of M_T runs once per pair.
     """
 
     size_multiple = 1
-    trainable = False
+    traits = TemporalTraits(trainable=False, shares_flows=True, counted=False)
     PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
@@ -172,17 +174,26 @@ class DISInterp(nn.Module):
         s = size[-1] / flows[0].shape[-1]
         return tuple(s * F.interpolate(f, size=size[-2:], mode="bilinear", align_corners=False) for f in flows)
 
-    def pair(self, L0, L1, H0, H1, t=0.5):
+    def estimate(self, L0, L1, H0=None, H1=None):
+        """(low-res flows, high-res flows or None): DIS once per pair, for every t."""
+        high = H0 is not None and self.high_res_flow == "estimate"
+        with torch.no_grad():
+            return self.flows(L0, L1), self.flows(H0, H1) if high else None
+
+    def pair(self, L0, L1, H0, H1, t=0.5, estimate=None):
         """(L_mid, H_st): the in-between frame at low and at high resolution. With upsampled
         flows, the intermediate flows are formed at low resolution and only those two are
         resized (the same field: both steps are linear, at a quarter of the arithmetic)."""
-        if self.high_res_flow == "estimate":
-            return self(L0, L1, t), self(H0, H1, t)
-        ft0, ft1, t_ = self._intermediate(self.flows(L0, L1), t, L0)
+        low, high = estimate or self.estimate(L0, L1, H0, H1)
+        ft0, ft1, t_ = self._intermediate(low, t, L0)
+        L_mid = self._blend(L0, L1, ft0, ft1, t_)
+        if H0 is None:
+            return L_mid, None
+        if high is not None:
+            return L_mid, self.synthesize(H0, H1, high, t)
         with torch.no_grad():
             up = self.upsample_flows((ft0, ft1), H0.shape)
-        return self._blend(L0, L1, ft0, ft1, t_), self._blend(H0, H1, *up, t_)
-
+        return L_mid, self._blend(H0, H1, *up, t_)
 
 # "rife": pretrained, its weights come from the backbone store (stvsr fetch-backbones)
 TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "rife": RifeMT, "per_resolution": PerResolutionMT}

@@ -44,9 +44,8 @@ def _rank() -> int:
 def stage_parameters(model: DualStream, stage: int):
     """Which sub-networks learn in each stage."""
     if stage == 1:
-        pretrained = model.pretrained_parts()
-        mods = [] if "M_S" in pretrained else [model.M_S]
-        mods += [model.M_T] if getattr(model.M_T, "trainable", False) and "M_T" not in pretrained else []
+        learns = model.info.trainable
+        mods = [getattr(model, part) for part in ("M_S", "M_T") if part in learns]
     elif stage == 2:
         mods = [model.F, model.R]
     else:
@@ -79,7 +78,7 @@ def stage_loss(model: DualStream, hr, stage: int) -> tuple[torch.Tensor, dict]:
     terms = {}
     if stage == 1:
         terms["M_S"] = l1(model.spatial(torch.cat([L0, Lt, L1])), torch.cat([H0, Ht, H1]))
-        if getattr(model.M_T, "trainable", False):
+        if "M_T" in model.info.trainable:
             # its own task, at both resolutions it will meet: the low-res and the high-res frames
             terms["M_T"] = l1(model.M_T(L0, L1), Lt) + l1(model.M_T(H0, H1), Ht)
         return sum(terms.values()), terms

@@ -64,7 +64,7 @@ def test_weights_file_holds_only_what_stvsr_trained(quality, tmp_path, monkeypat
 
 def test_even_frames_are_M_S_output(quality):
     frames = real_frames(40, 3, size=(128, 96))
-    eng = Engine(quality, "cpu", bf16=False, scene_threshold=None)
+    eng = Engine(quality, "cpu", precision="fp32", scene_threshold=None)
     out = list(eng.run(iter(frames), total=3))
     assert len(out) == 5
     with torch.inference_mode():
@@ -79,7 +79,7 @@ def test_training_streams_are_the_engines(name, backbones):
     L0, L1 = pair()
     with torch.inference_mode():
         H_st, H_ts = stage2_streams(model, L0, L1)
-    eng = Engine(model, "cpu", bf16=False)
+    eng = Engine(model, "cpu", precision="fp32")
     H0, H1 = eng.upscale(L0), eng.upscale(L1)
     e_st, e_ts = eng.streams(L0, L1, H0, H1)
     # equal up to float rounding: the engine runs channels_last convolutions, and DIS reads
@@ -192,7 +192,7 @@ def test_fusion_with_the_dis_warp_error_cue(backbones):
         still = model.cue(L0, L0)
     assert cue.shape == (1, 1, 2 * L0.shape[-2], 2 * L0.shape[-1]) and still.max() < 1e-3 < cue.max()
     for tile in (0, 64):
-        eng = Engine(model, "cpu", bf16=False, tile=tile, tile_pad=16)
+        eng = Engine(model, "cpu", precision="fp32", tile=tile, tile_pad=16)
         H0, H1 = eng.upscale(L0), eng.upscale(L1)
         assert (eng.middle(L0, L1, H0, H1) - ref).abs().max() < 2e-3
     with pytest.raises(InputError, match="run the whole model"):

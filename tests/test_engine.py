@@ -22,7 +22,7 @@ def _spatial_ref(model, frame):
 def test_count_order_and_passthrough_positions(name):
     model = random_model(CONFIGS[name])
     frames = real_frames(start=12, count=5, size=(160, 68))
-    out = list(Engine(model, "cpu", scene_threshold=None, bf16=False).run(iter(frames)))
+    out = list(Engine(model, "cpu", scene_threshold=None, precision="fp32").run(iter(frames)))
     assert len(out) == 2 * 5 - 1
     assert all(o.shape == (3, 136, 320) for o in out)
     for k, f in enumerate(frames):  # output 2k is the SR of input k
@@ -34,7 +34,7 @@ def test_count_order_and_passthrough_positions(name):
 def test_exact_double_repeats_last_frame():
     model = random_model()
     frames = real_frames(start=12, count=3, size=(96, 48))
-    out = list(Engine(model, "cpu", exact_double=True, bf16=False).run(frames))
+    out = list(Engine(model, "cpu", exact_double=True, precision="fp32").run(frames))
     assert len(out) == 6 and torch.equal(out[-1], out[-2])
 
 
@@ -43,7 +43,7 @@ def test_spatial_network_runs_once_per_input_frame():
     calls = []
     model.M_S.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
     frames = real_frames(start=12, count=6, size=(96, 48))
-    engine = Engine(model, "cpu", scene_threshold=None, bf16=False)
+    engine = Engine(model, "cpu", scene_threshold=None, precision="fp32")
     list(engine.run(iter(frames)))
     # 6 input frames through M_S, plus one low-res in-between frame per pair for stream T->S
     lr_size = calls[0]
@@ -57,7 +57,7 @@ def test_odd_sizes_are_padded_and_cropped_exactly(size):
     w, h = size
     model = random_model()
     frames = [torch.rand(3, h, w) for _ in range(3)]
-    out = list(Engine(model, "cpu", bf16=False).run(frames))
+    out = list(Engine(model, "cpu", precision="fp32").run(frames))
     assert [o.shape for o in out] == [(3, 2 * h, 2 * w)] * 5
     # away from the padded bottom/right edges the SR equals the network on the unpadded frame
     with torch.no_grad():
@@ -94,12 +94,12 @@ def test_scene_cuts_of_the_bundled_clip():
 def test_engine_copies_nearer_frame_at_a_cut():
     model = random_model()
     frames = real_frames(start=8, count=4, size=(160, 68))  # pair (1, 2) straddles the cut
-    engine = Engine(model, "cpu", bf16=False)
+    engine = Engine(model, "cpu", precision="fp32")
     out = list(engine.run(frames))
     assert engine.stats["scene_cuts"] == 1
     assert torch.equal(out[3], out[2])           # the cut: previous frame repeated, no morph
     assert not torch.equal(out[1], out[0])       # other pairs interpolated
-    off = list(Engine(model, "cpu", scene_threshold=0, bf16=False).run(frames))
+    off = list(Engine(model, "cpu", scene_threshold=0, precision="fp32").run(frames))
     assert not torch.equal(off[3], off[2])       # detection off: a morph
 
 
@@ -146,4 +146,6 @@ def test_device_and_precision_choices():
         with pytest.raises(InputError, match="CUDA is not available"):
             select_device("cuda")
         with pytest.raises(InputError, match="fp16 needs a CUDA device"):
-            Engine(random_model(), "cpu", fp16=True)
+            Engine(random_model(), "cpu", precision="fp16")
+    with pytest.raises(InputError, match="precision must be one of auto, fp32, bf16, fp16"):
+        Engine(random_model(), "cpu", precision="int8")

@@ -110,7 +110,7 @@ def test_single_stream_config_skips_fusion_and_stream_t_to_s(tmp_path):
     save_weights(m, tmp_path / "rt.safetensors")
     again = load_weights(tmp_path / "rt.safetensors")
     from stvsr_core.engine import predict_pair
-    frames = list(Engine(again, "cpu", bf16=False, scene_threshold=0).run(f))
+    frames = list(Engine(again, "cpu", precision="fp32", scene_threshold=0).run(f))
     assert len(frames) == 5  # the engine composes the same single stream as the model
     assert torch.allclose(frames[3], predict_pair(again, f[1][None], f[2][None]).H_R[0].clamp(0, 1), atol=1e-4)
 

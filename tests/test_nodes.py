@@ -120,7 +120,7 @@ def test_missing_and_foreign_model_files(tmp_path):
     save_file({"decoder.conv_in.weight": torch.zeros(4, 4, 3, 3)}, str(foreign))
     with pytest.raises(WeightsError, match="not an stvsr weights file"):
         _call("LoadSTVSRModel", str(foreign), "cpu", "fp32")
-    with pytest.raises(InputError, match="fp16 runs only on CUDA"):
+    with pytest.raises(InputError, match="fp16 needs a CUDA device"):
         _call("LoadSTVSRModel", "stvsr-lite", "cpu", "fp16")
 
 

@@ -44,7 +44,7 @@ def test_low_res_flows_at_high_res_on_real_frames():
 def test_channels_last_engine_matches_plain_model_on_real_frames():
     model = load_model("default")
     f = real_frames(start=40, count=2)
-    out = list(Engine(model, "cpu", scene_threshold=None, bf16=False).run(f))
+    out = list(Engine(model, "cpu", scene_threshold=None, precision="fp32").run(f))
     ref = predict_pair(load_model("default"), f[0][None], f[1][None])
     assert (out[0] - ref.H_prev[0].clamp(0, 1)).abs().max() < 1e-4
     # the in-between frame: 1e-7 float differences can flip a pixel of DIS's 8-bit luma input
@@ -65,7 +65,7 @@ def test_openvino_backends_agree_with_torch_on_real_frames(backend, min_psnr):
     pytest.importorskip("openvino", reason="optional backend: pip install 'stvsr[openvino]'")
     model = load_model("default")
     f = real_frames(start=40, count=3)
-    ref = list(Engine(model, "cpu", bf16=False).run(f))
+    ref = list(Engine(model, "cpu", precision="fp32").run(f))
     out = list(Engine(load_model("default"), "cpu", backend=backend).run(f))
     assert len(out) == len(ref) == 5
     for a, b in zip(out, ref):
@@ -83,7 +83,7 @@ def test_bench_command_reports_everything(tmp_path, capsys):
     row = r["sizes"][0]
     ours = row["backends"]["default (torch)"]
     assert ours["frames_out"] == 5 and ours["fps_out"] > 0 and ours["peak_rss_mib"] > 0
-    assert set(ours["stages"]) == {"M_S", "M_T (low-res)", "M_T (high-res)", "F", "R"}
+    assert set(ours["stages"]) == {"M_S", "M_T estimate", "M_T", "M_S (T->S)", "F", "R"}
     assert ours["stages"]["M_S"]["gflop_per_output_frame"] > 0
     assert 0 < ours["conv_stages_fraction_of_peak"]
     if shutil.which("ffmpeg"):
@@ -127,19 +127,19 @@ def test_bf16_on_real_frames_stays_close_to_fp32():
     so the two differ locally, not on average)."""
     f = real_frames(start=40, count=3)
     L = [downsample(x[None])[0] for x in (f[0], f[2])]
-    ref = list(Engine(load_model("default"), "cpu", bf16=False).run(L))
-    out = list(Engine(load_model("default"), "cpu", bf16=True).run(L))
+    ref = list(Engine(load_model("default"), "cpu", precision="fp32").run(L))
+    out = list(Engine(load_model("default"), "cpu", precision="bf16").run(L))
     assert psnr(out[0], ref[0]) > 60 and psnr(out[2], ref[2]) > 60
     assert abs(psnr(out[1], f[1]) - psnr(ref[1], f[1])) < 0.1
 
 
 def test_bf16_default_follows_the_cpu_and_conflicts_are_refused():
     from stvsr_core.precision import cpu_prefers_bf16
-    assert Engine(random_model(), "cpu").bf16 == cpu_prefers_bf16()
-    with pytest.raises(InputError, match="fp16 needs a CUDA device|pick one precision"):
-        Engine(random_model(), "cpu", bf16=True, fp16=True)
-    with pytest.raises(InputError, match="pick one precision"):
-        Engine(random_model(), "cpu", bf16=True, backend="openvino")
+    assert Engine(random_model(), "cpu").runtime.bf16 == cpu_prefers_bf16()
+    with pytest.raises(InputError, match="fp16 needs a CUDA device"):
+        Engine(random_model(), "cpu", precision="fp16")
+    with pytest.raises(InputError, match="sets its own precision"):
+        Engine(random_model(), "cpu", precision="bf16", backend="openvino")
 
 
 def test_bench_configs_cover_the_cli_choices():
@@ -157,16 +157,16 @@ def test_bench_configs_cover_the_cli_choices():
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile needs a C compiler")
 def test_torch_compile_backend_agrees_with_eager_on_real_frames():
     f = real_frames(start=40, count=2, size=(160, 68))
-    ref = list(Engine(load_model("default"), "cpu", bf16=False).run(f))
-    out = list(Engine(load_model("default"), "cpu", bf16=False, backend="torch-compile").run(f))
+    ref = list(Engine(load_model("default"), "cpu", precision="fp32").run(f))
+    out = list(Engine(load_model("default"), "cpu", precision="fp32", backend="torch-compile").run(f))
     assert psnr(out[0], ref[0]) > 60
     assert psnr(out[1], ref[1]) > 40  # a rounded pixel can move a DIS flow vector
 
 
 def test_parallel_pairs_give_the_same_frames_in_order():
     f = real_frames(start=4, count=9)  # includes the hard cut after frame 9
-    one = list(Engine(load_model("default"), "cpu", workers=1, bf16=False).run(f))
-    two = list(Engine(load_model("default"), "cpu", workers=2, bf16=False).run(f))
+    one = list(Engine(load_model("default"), "cpu", workers=1, precision="fp32").run(f))
+    two = list(Engine(load_model("default"), "cpu", workers=2, precision="fp32").run(f))
     assert len(one) == len(two) == 17
     for a, b in zip(one, two):
         assert torch.equal(a, b)

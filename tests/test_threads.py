@@ -83,11 +83,11 @@ def test_bf16_auto_follows_the_measurement_not_the_flags(monkeypatch):
     from stvsr_core import precision
     monkeypatch.setattr(precision, "bf16_speedup", lambda: 0.8)  # bf16 units, but slower here
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "avx512_bf16")
-    assert not Engine(random_model(), "cpu").bf16
+    assert not Engine(random_model(), "cpu").runtime.bf16
     assert precision.describe().startswith("fp32 (bf16 via avx512_bf16: measured 0.80x")
     monkeypatch.setattr(precision, "bf16_speedup", lambda: 1.9)
-    assert Engine(random_model(), "cpu").bf16
-    assert Engine(random_model(), "cpu", bf16=False).bf16 is False  # an explicit choice stands
+    assert Engine(random_model(), "cpu").runtime.bf16
+    assert Engine(random_model(), "cpu", precision="fp32").runtime.bf16 is False  # an explicit choice stands
 
 
 def test_bf16_speedup_is_measured_only_where_the_cpu_has_bf16_units(monkeypatch):

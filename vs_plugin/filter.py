@@ -19,6 +19,7 @@ import torch
 import vapoursynth as vs
 
 from stvsr_core.engine import Engine, InputError, select_device
+from stvsr_core.runtime import from_flags
 from stvsr_core.registry import load_model, resolve_model
 from stvsr_core.scenecut import DEFAULT_THRESHOLD
 from stvsr_core.weights import WeightsError
@@ -273,7 +274,7 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     src, back = to_rgb(clip, matrix_in_s, props)
     net = _load(model, dev)
     try:
-        engine = Engine(net, dev, tile=tile, tile_pad=tile_pad, fp16=fp16, bf16=bf16,
+        engine = Engine(net, dev, tile=tile, tile_pad=tile_pad, precision=from_flags(fp16, bf16),
                         scene_threshold=None, backend=backend)
     except (InputError, ImportError) as e:
         raise _error(str(e)) from None

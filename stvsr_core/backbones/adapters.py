@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..descriptor import TemporalNet, TemporalTraits
 from .rife import RIFEInterp
 from .span import SPAN, SPAN_MODELS
 
@@ -36,11 +37,13 @@ class SpanSR(nn.Module):
         return self.net(L)
 
 
-class RifeMT(nn.Module):
-    """M_T = RIFE 4.25's IFNet at any t, at whatever resolution the stream needs."""
+class RifeMT(TemporalNet):
+    """M_T = RIFE 4.25's IFNet at any t, at whatever resolution the stream needs. Pretrained:
+    frozen in stage 2, differentiable for a joint stage 3; it takes t as an input, so no work
+    is shared across the t of a pair."""
 
     size_multiple = 1
-    trainable = False  # frozen in stage 2; differentiable for a joint stage 3
+    traits = TemporalTraits(trainable=False, shares_flows=False, counted=True)
 
     def __init__(self, *, weights: str = "rife-4.25", scale: float = 1.0):
         super().__init__()
@@ -56,7 +59,7 @@ class RifeMT(nn.Module):
         return self.interp(I0, I1, t)
 
 
-class PerResolutionMT(nn.Module):
+class PerResolutionMT(TemporalNet):
     """One M_T per resolution: `low` makes L_mid (stream T->S), `high` makes H_st (stream S->T).
 
     For pretrained interpolators that fail in different places: RIFE 4.25 at high resolution
@@ -75,6 +78,10 @@ class PerResolutionMT(nn.Module):
         if all(names):
             raise ValueError("PerResolutionMT: at most one pretrained interpolator")
         self.pretrained = next((n for n in names if n), None)
+        lo, hi = self.low.traits, self.high.traits
+        self.traits = TemporalTraits(trainable=lo.trainable or hi.trainable,
+                                     shares_flows=lo.shares_flows or hi.shares_flows,
+                                     counted=lo.counted and hi.counted)
 
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
         (self.low if getattr(self.low, "pretrained", None) else self.high).load_pretrained(state)
@@ -82,9 +89,14 @@ class PerResolutionMT(nn.Module):
     def forward(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
         return self.high(I0, I1, t)
 
-    def pair(self, L0, L1, H0, H1, t=0.5):
-        """(L_mid, H_st)."""
-        return self.low(L0, L1, t), self.high(H0, H1, t)
+    def estimate(self, L0, L1, H0=None, H1=None):
+        return self.low.estimate(L0, L1), None if H0 is None else self.high.estimate(H0, H1)
+
+    def pair(self, L0, L1, H0, H1, t=0.5, estimate=None):
+        """(L_mid, H_st): each network on its own resolution, as if it were the low-res one."""
+        low, high = estimate or self.estimate(L0, L1, H0, H1)
+        L_mid = self.low.pair(L0, L1, None, None, t, low)[0]
+        return L_mid, None if H0 is None else self.high.pair(H0, H1, None, None, t, high)[0]
 
 
 class ExternalSR(nn.Module):
