@@ -181,7 +181,7 @@ def bench_size(model, width: int, height: int, frames_in: int, runs: int, backen
                peak: float) -> dict:
     frames = real_frames(width, height, frames_in)
     engine = Engine(model, device, **CONFIGS[backend])
-    n_out = 2 * frames_in - 1
+    n_out = engine.timeline().count(frames_in)
 
     def job():
         for _ in engine.run(iter(frames), total=frames_in):
@@ -204,7 +204,8 @@ def bench_size(model, width: int, height: int, frames_in: int, runs: int, backen
     conv = [n for n in ("M_S", "M_S (T->S)", "F", "R") if flops.get(n)]
     conv_flops = sum(flops[n] for n in conv)  # per pair: one source frame's M_S, one in-between frame
     conv_time = sum(times[n] for n in conv)
-    return {"runs_on": engine.precision, "input": f"{width}x{height}", "output": f"{2 * width}x{2 * height}",
+    s = engine.scale
+    return {"runs_on": engine.precision, "input": f"{width}x{height}", "output": f"{s * width}x{s * height}",
             "frames_in": frames_in,
             "frames_out": n_out, "seconds": seconds, "fps_out": n_out / seconds, "peak_rss_mib": mem.mib,
             "stages": stages, "conv_stages_fraction_of_peak": conv_flops / conv_time / 1e9 / peak,

@@ -350,12 +350,11 @@ class Engine:
             timeline: Timeline | None = None, fps_in=None) -> Iterator[torch.Tensor]:
         """Yield the output frames [3, s*H, s*W] (float32, 0..1, on the CPU) in display order.
 
-        The slots come from `timeline` (the caller then feeds it each frame's timestamp with
-        `timeline.add` before yielding the frame), else from the options at a constant rate
-        (fps_in: the input's rate, needed for an fps target).
+        The slots come from `timeline`, else from the options at a constant rate (fps_in: the
+        input's rate, needed for an fps target). A caller with timestamps (VFR) feeds each to
+        `timeline.add` before yielding its frame; frames it did not time are one period apart.
         """
         o = self.options
-        feed = timeline is None
         timeline = timeline or self.timeline(fps_in)
         n_out = None if total is None else timeline.count(total)
         access = Access(self, capacity=4)
@@ -393,7 +392,7 @@ class Engine:
             if self.device.type == "cpu" and o.threads:
                 set_threads(o.threads)
             for n_in, frame in enumerate(frames, 1):
-                if feed:
+                if timeline.n < n_in:  # not timed by the caller
                     timeline.add(None)
                 with unit() as work:  # the compute of one input frame, not the consumer's time
                     pending[n_in - 1] = frame

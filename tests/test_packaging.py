@@ -42,9 +42,12 @@ def test_the_wheel_builds_without_warnings_and_carries_the_data(tmp_path):
 
 def test_the_readme_python_snippet_runs_as_written(capsys):
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Python API", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(code, "README.md", "exec"), {})
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    namespace = {}
+    for block in section.split("```python\n")[1:]:  # the blocks build on each other, as a reader runs them
+        exec(compile(block.split("```", 1)[0], "README.md", "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
     assert printed.count("torch.Size([3, 544, 1280])") == 9  # 5 frames in, 2N-1 out, twice the size
-    assert "'H_R': (1, 3, 544, 1280)" in printed[-1]
+    assert "'H_R': (1, 3, 544, 1280)" in printed[-2]
+    assert printed[-1].startswith("118 Slot(j=1, k=0, t=Fraction(2, 5)")
+    assert len(namespace["out"]) == 11 and namespace["frame"].shape == (3, 544, 1280)
