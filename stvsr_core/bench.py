@@ -178,9 +178,9 @@ def peer_fps(frames: list, runs: int) -> dict:
 
 
 def bench_size(model, width: int, height: int, frames_in: int, runs: int, backend: str, device: str,
-               peak: float) -> dict:
+               peak: float, factor=2) -> dict:
     frames = real_frames(width, height, frames_in)
-    engine = Engine(model, device, **CONFIGS[backend])
+    engine = Engine(model, device, factor=factor, **CONFIGS[backend])
     n_out = engine.timeline().count(frames_in)
 
     def job():
@@ -207,7 +207,8 @@ def bench_size(model, width: int, height: int, frames_in: int, runs: int, backen
     s = engine.scale
     return {"runs_on": engine.precision, "input": f"{width}x{height}", "output": f"{s * width}x{s * height}",
             "frames_in": frames_in,
-            "frames_out": n_out, "seconds": seconds, "fps_out": n_out / seconds, "peak_rss_mib": mem.mib,
+            "factor": str(engine.retime.factor), "frames_out": n_out, "seconds": seconds, "fps_out": n_out / seconds,
+            "peak_rss_mib": mem.mib,
             "stages": stages, "conv_stages_fraction_of_peak": conv_flops / conv_time / 1e9 / peak,
             "frames": frames}
 
@@ -229,16 +230,18 @@ def memory_by_length(model, width: int, height: int, lengths: list[int], backend
 
 def run_bench(models: dict, sizes=((480, 270), (960, 540)), frames_in: int = 24, runs: int = 3,
               backends=("torch",), device: str = "auto", ffmpeg: bool = True,
-              memory_lengths=(), progress=print, peer: bool = False, load: int = 0) -> dict:
-    """models: {name: DualStream}; every model runs in every backend, on the same frames, beside
-    `load` busy processes."""
+              memory_lengths=(), progress=print, peer: bool = False, load: int = 0, factors=(2,)) -> dict:
+    """models: {name: DualStream}; every model runs in every backend at every frame-rate factor,
+    on the same frames, beside `load` busy processes."""
     with busy_load(load):
-        result = _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_lengths, progress, peer)
+        result = _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_lengths, progress, peer,
+                            factors)
     result["machine"]["load"] = load
     return result
 
 
-def _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_lengths, progress, peer) -> dict:
+def _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_lengths, progress, peer,
+               factors=(2,)) -> dict:
     peak = peak_gflops()
     progress(f"peak fp32 matrix product: {peak:.1f} GFLOP/s on {torch.get_num_threads()} thread(s)")
     progress(f"precision auto picks {precision.describe()}")
@@ -257,10 +260,12 @@ def _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_
         frames = None
         for name, model in models.items():
             for backend in backends:
-                progress(f"{w}x{h}: stvsr {name}, backend {backend} ...")
-                r = bench_size(model, w, h, frames_in, runs, backend, device, peak)
-                frames = r.pop("frames")
-                row["backends"][f"{name} ({backend})"] = r
+                for factor in factors:
+                    x = "" if factor == 2 else f", x{factor}"
+                    progress(f"{w}x{h}: stvsr {name}, backend {backend}{x} ...")
+                    r = bench_size(model, w, h, frames_in, runs, backend, device, peak, factor)
+                    frames = r.pop("frames")
+                    row["backends"][f"{name} ({backend}{x})"] = r
         if peer:
             progress(f"{w}x{h}: peer pipeline SPAN x2 (ncnn) -> RIFE 4.25 ...")
             row["peer"] = peer_fps(frames, runs)
@@ -272,7 +277,8 @@ def _run_bench(models, sizes, frames_in, runs, backends, device, ffmpeg, memory_
             row["ffmpeg"] = ff
             if ff:
                 for r in row["backends"].values():
-                    r["ratio_to_ffmpeg"] = r["fps_out"] / ff["fps_out"]
+                    if r["factor"] == "2":  # ffmpeg runs at x2
+                        r["ratio_to_ffmpeg"] = r["fps_out"] / ff["fps_out"]
         result["sizes"].append(row)
     return result
 

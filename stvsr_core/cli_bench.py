@@ -18,6 +18,11 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _factor(text: str):
+    from .timeline import as_fraction
+    return as_fraction(text, "--factors")
+
+
 def add_parser(sub):
     p = sub.add_parser("bench", help="measure speed, memory and FLOP use (and ffmpeg's, side by side)")
     p.add_argument("--models", nargs="+", default=["default"],
@@ -33,6 +38,8 @@ def add_parser(sub):
     p.add_argument("--backends", nargs="+", default=["torch"], choices=list(CONFIGS),
                    help="compared side by side in this run (torch: the default precision, bf16 on CPUs with AMX) "
                         "(default: torch)")
+    p.add_argument("--factors", nargs="+", default=["2"],
+                   help="frame-rate factors compared side by side (e.g. 2 3 4; ffmpeg runs at x2) (default: 2)")
     p.add_argument("--no-ffmpeg", action="store_true", help="skip the ffmpeg comparison")
     p.add_argument("--peer", action="store_true",
                    help="also time the peer pipeline SPAN x2 (ncnn) -> RIFE 4.25 on the same frames (needs stvsr[peers])")
@@ -64,7 +71,7 @@ def run(args) -> int:
         models = {name: load_model(name) for name in args.models}
         result = run_bench(models, sizes, args.frames, args.runs, tuple(args.backends), args.device,
                            ffmpeg=not args.no_ffmpeg, memory_lengths=args.memory_lengths, peer=args.peer,
-                           load=args.load,
+                           load=args.load, factors=tuple(_factor(f) for f in args.factors),
                            progress=lambda msg: print(f"stvsr bench: {msg}", file=sys.stderr))
     except (ValueError, ImportError, RuntimeError, OSError) as e:
         print(f"stvsr bench: error: {e}", file=sys.stderr)
