@@ -344,3 +344,11 @@ def test_4x_model_through_vspipe_y4m(shim_dir, x4_model, tmp_path):
         src = core.lsmas.LWLibavSource(str(DEMO), cache=0)[20].resize.Bicubic(160, 68)
         assert abs(y.mean() - np.asarray(src.get_frame(0)[0]).mean()) < 2
 
+
+
+def test_fps_target_at_the_clip_s_rate_is_spatial_only(shim_dir):
+    src = rgb(20, 3)
+    out = core.stvsr.Upsample(src, fps_num=25)
+    assert (out.num_frames, out.fps) == (3, src.fps)
+    assert digest(rendered(out)) == digest(rendered(core.stvsr.Upsample(src, factor_num=1)))
+    assert vsf.last_worker.engine.stats["estimates"] == 0

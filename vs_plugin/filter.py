@@ -271,7 +271,7 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
         timeline = engine.timeline(clip.fps if clip.fps != 0 else None)
     except (InputError, ImportError) as e:
         raise _error(str(e)) from None
-    temporal = engine.retime.temporal
+    temporal = timeline.factor != 1  # an fps target equal to the clip's rate is spatial-only too
     if timeline.factor < 1:
         raise _error(f"the target rate is {timeline.factor} times the clip's: this filter adds frames and never "
                      "drops them; lower the rate afterwards (e.g. std.SelectEvery) instead")
