@@ -201,7 +201,7 @@ def test_each_source_frame_goes_through_M_S_once(shim_dir):
     from vs_plugin import filter as vsf
     out = core.stvsr.Upsample(source(20, 6).resize.Bicubic(format=vs.RGBS, matrix_in_s="170m"))
     frame_hashes(out)
-    assert vsf.last_worker.cache.computed == 6
+    assert vsf.last_worker.access.spatial.computed == 6
 
 
 def test_out_of_order_concurrent_requests_give_identical_output(shim_dir):

@@ -1,10 +1,13 @@
-"""`core.stvsr.Upsample(clip, ...)`: 2x size and 2x frame rate for VapourSynth clips.
+"""`core.stvsr.Upsample(clip, ...)`: the model's size and a new frame rate for VapourSynth clips.
 
-A thin host on `stvsr_core.Engine` (no model math here): frames become tensors, each source
-frame goes through M_S once (cached, shared by the two pairs it belongs to), each pair of
-neighbours gives the in-between frame, and the result becomes frames again. Output frame 2k
-is source frame k upscaled; 2k+1 is the frame between k and k+1 (a copy of 2k across a scene
-cut); by default the last frame is repeated so the clip keeps its duration (2N frames).
+A thin host on `stvsr_core.Engine` (no model math and no timeline here): the output frame count,
+and which source frame k and time t each output frame j shows, come from the engine's timeline
+(`engine.timeline(fps_in)`: any factor, an fps target, exact_double). Frames become tensors and
+go through the engine's random access (`engine.access`): each source frame through M_S once,
+each pair's M_T estimate once for all its in-between times, one cut measure; the results become
+frames again. At factor 2, output frame 2k is source frame k upscaled and 2k+1 the frame between
+k and k+1 (a copy of 2k across a scene cut); by default the last frame is held so the clip keeps
+its duration (2N frames). Factor 1 is spatial-only; upscale=False is temporal-only.
 """
 from __future__ import annotations
 
@@ -12,16 +15,16 @@ import contextlib
 import os
 import queue
 import threading
-from collections import OrderedDict
+from fractions import Fraction
 
 import numpy as np
 import torch
 import vapoursynth as vs
 
-from stvsr_core.engine import Engine, InputError, select_device
-from stvsr_core.runtime import from_flags
+from stvsr_core.engine import Engine, EngineOptions, InputError, select_device
 from stvsr_core.registry import load_model, resolve_model
-from stvsr_core.scenecut import DEFAULT_THRESHOLD
+from stvsr_core.runtime import from_flags
+from stvsr_core.timeline import Slot
 from stvsr_core.weights import WeightsError
 
 from .convert import MATRICES, to_rgb
@@ -95,54 +98,33 @@ def _load(model, dev: torch.device):
         raise _error(str(e)) from None
 
 
-class _SpatialCache:
-    """M_S output of each source frame, computed once even when both of its pairs (and any
-    number of threads) ask for it at the same time; a few recent entries are kept."""
+class _StreamEngine(Engine):
+    """The engine for num_streams > 1 on CUDA: each step whose result Access caches (the prepared
+    frame, its M_S output, a pair's M_T estimate) finishes before the value is shared, since the
+    thread that reads it next may run on another CUDA stream than the one that computed it."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.entries: OrderedDict[int, tuple[threading.Event, list]] = OrderedDict()
-        self.lock = threading.Lock()
-        self.computed = 0  # M_S calls, for tests and statistics
+    def _finished(self, x):
+        torch.cuda.current_stream(self.device).synchronize()
+        return x
 
-    def get(self, k: int, compute):
-        with self.lock:
-            entry = self.entries.get(k)
-            owner = entry is None
-            if owner:
-                entry = self.entries[k] = (threading.Event(), [])
-                while len(self.entries) > self.capacity:
-                    oldest = next(iter(self.entries))
-                    if not self.entries[oldest][0].is_set():
-                        break  # never drop one that is being computed
-                    self.entries.pop(oldest)
-            else:
-                self.entries.move_to_end(k)
-        event, box = entry
-        if owner:
-            try:
-                box.append(compute())
-                self.computed += 1
-            except BaseException as e:
-                box.append(e)
-                with self.lock:
-                    self.entries.pop(k, None)
-                raise
-            finally:
-                event.set()
-        event.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
+    def prepare(self, *args):
+        return self._finished(super().prepare(*args))
+
+    def spatial(self, L):
+        return self._finished(super().spatial(L))
+
+    def estimate(self, *args):
+        return self._finished(super().estimate(*args))
 
 
 class _Worker:
-    """The engine behind one Upsample call: slots for concurrent inference (one CUDA stream
-    each when num_streams > 1), the M_S cache, and the frame <-> tensor conversions."""
+    """The engine behind one Upsample call: its random access to the clip (M_S once per source
+    frame, bounded caches, the one cut measure), slots for concurrent inference (one CUDA stream
+    each when num_streams > 1), and the frame <-> tensor conversions."""
 
     def __init__(self, engine: Engine, num_streams: int, size: tuple[int, int], capacity: int):
-        self.engine, self.size = engine, size
-        self.cache = _SpatialCache(capacity)
+        self.engine = engine
+        self.access = engine.access(size, capacity)
         self.slots: queue.Queue = queue.Queue()
         cuda = engine.device.type == "cuda"
         for _ in range(num_streams):
@@ -164,22 +146,19 @@ class _Worker:
         planes = np.stack([np.asarray(frame[p]) for p in range(3)])
         return torch.from_numpy(planes).float()
 
-    def spatial(self, k: int, frame: vs.VideoFrame):
-        def compute():
-            with self._slot():
-                L = self.engine.prepare(self._tensor(frame), k, self.size)
-                return L, self.engine.spatial(L)
-        return self.cache.get(k, compute)
+    def _source(self, frames: dict[int, vs.VideoFrame]):
+        return lambda k: self._tensor(frames[k])
 
-    def middle(self, k: int, f0: vs.VideoFrame, f1: vs.VideoFrame) -> torch.Tensor:
-        L0, H0 = self.spatial(k, f0)
-        L1, H1 = self.spatial(k + 1, f1)
+    def render(self, slot: Slot, frames: dict[int, vs.VideoFrame], cut: bool | None) -> torch.Tensor:
+        """Output frame `slot` from the source frames it needs (`frames`: index -> frame)."""
         with self._slot():
-            return self.engine.output(self.engine.middle(L0, L1, H0, H1), self.size)
+            return self.access.render(slot, self._source(frames), cut)
 
-    def upscaled(self, k: int, frame: vs.VideoFrame) -> torch.Tensor:
-        _, H = self.spatial(k, frame)
-        return self.engine.output(H, self.size)
+    def cut(self, k: int, frames: dict[int, vs.VideoFrame], flag: bool | None) -> bool:
+        """Whether a cut lies between source frames k and k+1: `flag` where the clip says, else the
+        engine's measure."""
+        with self._slot():
+            return self.access.cut(k, self._source(frames), flag)
 
 
 def _write(out: vs.VideoFrame, image: torch.Tensor) -> None:
@@ -188,68 +167,82 @@ def _write(out: vs.VideoFrame, image: torch.Tensor) -> None:
         np.copyto(np.asarray(out[p]), data[p], casting="unsafe")  # float32 -> float16 for RGBH
 
 
-def _props(fout: vs.VideoFrame, src: vs.VideoFrame, cut_before: bool, cut_after: bool) -> None:
-    """The source frame's props (its duration already halved by std.Interleave), scene changes
-    moved to where they now fall, and no `_Alpha` (see upsample)."""
-    props = fout.props
-    for key, value in src.props.items():
-        if key not in ("_SceneChangeNext", "_SceneChangePrev", "_Alpha"):
-            props[key] = value
-    props["_SceneChangePrev"] = int(cut_before)
-    props["_SceneChangeNext"] = int(cut_after)
+def _at(clip: vs.VideoNode, k: int, n: int) -> vs.VideoNode:
+    """A clip whose frame n is frame k of `clip` (how one request gets the source frames it needs)."""
+    return clip[k] * (n + 1)
 
 
-def _scene_flags(src: vs.VideoNode, sc: bool, threshold: float) -> vs.VideoNode | None:
-    """A clip whose frame k says whether a cut lies between source frames k and k+1: frame k's
-    own `_SceneChangeNext` where it has one (a clip may carry it on some frames only, e.g. after
-    a splice), else PlaneStats of 64-px-wide luma (the same measure as stvsr_core.scenecut:
-    mean absolute luma difference)."""
-    if not sc:
+def _fraction(num, den, what: str) -> Fraction | None:
+    if num is None and den is None:
         return None
-    h = max(2, round(src.height * 64 / src.width / 2) * 2)
-    small = src.resize.Bilinear(64, h, format=vs.GRAYS, matrix_s="170m")
-    stats = core.std.PlaneStats(small, small[1:] + small[-1])
+    if num is None:
+        raise _error(f"{what}_den={den!r} needs {what}_num as well")
+    return Fraction(_as_int(f"{what}_num", num, 1), _as_int(f"{what}_den", 1 if den is None else den, 1))
 
-    def flag(n, f):
-        stat, own = f
-        fout = stat.copy()
-        tagged = own.props.get("_SceneChangeNext")
-        fout.props["_SceneChangeNext"] = int(bool(tagged) if tagged is not None
-                                             else stat.props["PlaneStatsDiff"] > threshold)
-        return fout
-    return stats.std.ModifyFrame([stats, src], flag)
+
+def _precision(precision, fp16, bf16) -> str:
+    """One precision from `precision` or vs-mlrt's on/off flags (fp16, bf16); the engine checks
+    it against the device (runtime.resolve)."""
+    if not isinstance(precision, str):
+        raise _error(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    flags = {k: _as_bool(k, v) for k, v in (("fp16", fp16), ("bf16", bf16)) if v is not None}
+    if flags and precision != "auto":
+        raise _error(f"precision={precision!r} and {', '.join(f'{k}={v}' for k, v in flags.items())} both set "
+                     "the precision: give one of them")
+    try:
+        return from_flags(flags.get("fp16"), flags.get("bf16")) if flags else precision
+    except InputError as e:
+        raise _error(str(e)) from None
+
+
+_DEFAULTS = EngineOptions()  # the one source of defaults (the CLI's and the nodes' too)
+_FACTOR = Fraction(_DEFAULTS.factor)
 
 
 def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, device: str = "auto",
-             fp16: bool | None = None, bf16: bool | None = None, num_streams: int = 1, tile: int = 0, tile_pad: int = 32,
-             sc: bool = True, sc_threshold: float = DEFAULT_THRESHOLD, exact_double: bool = True,
-             matrix_in_s: str | None = None, backend: str = "torch") -> vs.VideoNode:
-    """Double the size and the frame rate of `clip`.
+             fp16: bool | None = None, bf16: bool | None = None, num_streams: int = 1, tile: int = _DEFAULTS.tile,
+             tile_pad: int = _DEFAULTS.tile_pad, sc: bool = True, sc_threshold: float = _DEFAULTS.scene_threshold,
+             exact_double: bool = True, matrix_in_s: str | None = None, backend: str = _DEFAULTS.backend,
+             factor_num: int = _FACTOR.numerator, factor_den: int = _FACTOR.denominator, fps_num: int | None = None,
+             fps_den: int | None = None, upscale: bool = _DEFAULTS.upscale,
+             precision: str = _DEFAULTS.precision) -> vs.VideoNode:
+    """Upscale `clip` by the model's scale and multiply its frame rate (2x and 2x by default).
 
-    model: a shipped model name ("default", see `stvsr models`) or a .safetensors path.
+    model: a shipped model name ("default", see `stvsr models`) or a .safetensors path; the size
+        grows by the model's scale (2 or 4).
     device / device_index: "auto" picks CUDA, then MPS, then the CPU; "cuda:1" or device_index=1
         picks a GPU (as in the CLI); a non-zero device_index off CUDA is refused.
-    fp16: half precision on CUDA (default on there; not available elsewhere).
-    bf16: bfloat16 networks (default on for CPUs with AMX or AVX512-BF16).
+    fp16 / bf16: on/off precision flags (vs-mlrt's): half precision on CUDA, bfloat16 networks.
+    precision: the same as one setting, "auto" (fp16 on CUDA, bf16 on CPUs with AMX or
+        AVX512-BF16, else fp32), "fp32", "bf16" or "fp16"; give it or the flags, not both.
     num_streams: frames processed at once (one CUDA stream each on a GPU); <= core.num_threads.
     tile / tile_pad: low-res tile size and overlap for large frames (0: automatic above 1280x720).
-    sc / sc_threshold: keep scene cuts (the in-between frame of a cut is a copy of the frame before).
-    exact_double: 2N output frames, the last repeated, so the duration is kept; False gives 2N-1.
+    sc / sc_threshold: keep scene cuts (in-between frames of a cut are copies of the frame before).
+        A source frame's own _SceneChangeNext decides for its pair where present; else the
+        engine's cut measure with sc_threshold. Output frames carry _SceneChangePrev/_SceneChangeNext
+        where the cuts now fall.
+    exact_double: keep the duration: the last frame is held, ceil(N * factor) frames (2N at
+        factor 2); False gives floor((N - 1) * factor) + 1 (2N - 1).
     matrix_in_s: YUV matrix of the input (overrides _Matrix; untagged: 709 for HD, 170m for SD).
     backend: "torch"; "torch-compile" (about 1.2x faster after ~30 s of compiling); "openvino" or
         "openvino-bf16" on the CPU (not faster than torch on our test CPU; README, Speed).
+    factor_num / factor_den: output frames per source frame (as in vs-rife): 2/1 doubles the rate,
+        5/2 gives 2.5x, 1/1 is spatial-only (no in-between frames). A variable-frame-rate clip
+        (fps 0) takes integer factors; each frame's duration is divided by the factor.
+    fps_num / fps_den: a target frame rate instead (e.g. 60000/1001); wins over the factor; needs a
+        constant-rate clip. Rates below the source's are refused.
+    upscale: False is temporal-only: the frames keep their size, in-between frames from M_T alone.
 
-    Levels and colour tags are kept (vs_plugin.convert); values outside the nominal range
-    (super-whites, sub-blacks) are clipped, as in the CLI. An alpha plane (`_Alpha`) is dropped
-    with a warning naming the fix: its in-between frames cannot come from the colour frames.
+    Every output frame carries _DurationNum/_DurationDen (1/fps at a constant rate). Levels and
+    colour tags are kept (vs_plugin.convert); values outside the nominal range (super-whites,
+    sub-blacks) are clipped, as in the CLI. An alpha plane (`_Alpha`) is dropped with a warning
+    naming the fix: its in-between frames cannot come from the colour frames.
     """
     if not isinstance(clip, vs.VideoNode):
         raise _error(f"clip must be a video clip (vs.VideoNode), got {type(clip).__name__}")
     if clip.format is None or clip.format.id == vs.NONE or clip.width == 0 or clip.height == 0:
         raise _error("the clip changes format or size between frames: convert it to one format and size "
                      "first, e.g. clip.resize.Bicubic(width=W, height=H, format=vs.RGBS)")
-    if clip.num_frames < 2:
-        raise _error(f"the clip has {clip.num_frames} frame(s): frame interpolation needs at least 2")
     num_streams = _as_int("num_streams", num_streams, 1)
     if num_streams > core.num_threads:
         raise _error(f"num_streams ({num_streams}) must not exceed core.num_threads ({core.num_threads}): "
@@ -257,63 +250,95 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     tile, tile_pad = _as_int("tile", tile, 0), _as_int("tile_pad", tile_pad, 0)
     device_index = _as_int("device_index", device_index, 0)
     sc, exact_double = _as_bool("sc", sc), _as_bool("exact_double", exact_double)
+    upscale = _as_bool("upscale", upscale)
     if isinstance(sc_threshold, bool) or not isinstance(sc_threshold, (int, float)) or not 0 < sc_threshold <= 1:
         raise _error(f"sc_threshold must be a number in (0, 1], got {sc_threshold!r}")
+    factor = _fraction(factor_num, factor_den, "factor")
+    fps = _fraction(fps_num, fps_den, "fps")
+    if fps is not None and clip.fps == 0:
+        raise _error("fps_num/fps_den need a constant frame rate, but the clip's is variable (fps 0): give "
+                     "factor_num instead, or set a rate first with std.AssumeFPS")
     dev = _device(device, device_index)
-    if fp16 is not None:
-        fp16 = _as_bool("fp16", fp16)
-        if fp16 and dev.type != "cuda":
-            raise _error(f"fp16 needs a CUDA device, but this filter runs on {dev.type}: drop fp16=True")
-    if bf16 is not None:
-        bf16 = _as_bool("bf16", bf16)
+    precision = _precision(precision, fp16, bf16)
     if matrix_in_s is not None and matrix_in_s not in MATRICES:
         raise _error(f"matrix_in_s must be one of {', '.join(MATRICES)}, got {matrix_in_s!r}")
+    net = _load(model, dev)
+    options = EngineOptions(tile=tile, tile_pad=tile_pad, scene_threshold=sc_threshold, factor=factor, fps=fps,
+                            exact_double=exact_double, upscale=upscale, precision=precision, backend=backend)
+    try:
+        streams = num_streams > 1 and dev.type == "cuda"
+        engine = (_StreamEngine if streams else Engine)(net, dev, options)
+        timeline = engine.timeline(clip.fps if clip.fps != 0 else None)
+    except (InputError, ImportError) as e:
+        raise _error(str(e)) from None
+    temporal = timeline.factor != 1  # an fps target equal to the clip's rate is spatial-only too
+    if timeline.factor < 1:
+        raise _error(f"the target rate is {timeline.factor} times the clip's: this filter adds frames and never "
+                     "drops them; lower the rate afterwards (e.g. std.SelectEvery) instead")
+    if clip.fps == 0 and timeline.factor.denominator != 1:
+        raise _error(f"a variable-frame-rate clip (fps 0) takes an integer factor, got {timeline.factor}: "
+                     "set a rate first with std.AssumeFPS to use fps_num/fps_den or a fractional factor")
+    if clip.num_frames < 2 and temporal:
+        raise _error(f"the clip has {clip.num_frames} frame(s): frame interpolation needs at least 2")
+
     props = clip.get_frame(0).props  # rendered once: the alpha check and the colour props
     if "_Alpha" in props:
         core.log_message(vs.MESSAGE_TYPE_WARNING, ALPHA_DROPPED)
     src, back = to_rgb(clip, matrix_in_s, props)
-    net = _load(model, dev)
-    try:
-        engine = Engine(net, dev, tile=tile, tile_pad=tile_pad, precision=from_flags(fp16, bf16),
-                        scene_threshold=None, backend=backend)
-    except (InputError, ImportError) as e:
-        raise _error(str(e)) from None
     worker = _Worker(engine, num_streams, (src.height, src.width), capacity=4 * core.num_threads + 4)
     n_src = src.num_frames
-    n_out = 2 * n_src if exact_double else 2 * n_src - 1
-    s = net.scale
-    fpsnum, fpsden = src.fps.numerator * 2, src.fps.denominator
-    if fpsnum == 0:
-        fpsden = 1  # variable frame rate stays variable; every frame's duration is halved
+    n_out = timeline.count(n_src)
+    s = engine.scale  # the model's (net.info.scale), 1 when upscale=False
+    rate = timeline.fps_out or Fraction(0)  # a variable frame rate stays variable
     blank = core.std.BlankClip(src, width=src.width * s, height=src.height * s, length=n_out,
-                               fpsnum=fpsnum, fpsden=fpsden, keep=True)
-    this = core.std.Interleave([src, src])[:n_out]          # output j -> source j // 2
-    nxt = src[1:] + src[-1]
-    following = core.std.Interleave([nxt, nxt])[:n_out]     # output j -> source j // 2 + 1
-    flags = _scene_flags(src, sc, sc_threshold)
-    clips = [blank, this, following]
-    if flags is not None:
-        fl = core.std.Interleave([flags, flags])[:n_out]
-        prev = core.std.Interleave([flags[0] + flags[:-1]] * 2)[:n_out]  # output j -> flags of j//2 - 1
-        clips += [fl, prev]
+                               fpsnum=rate.numerator, fpsden=rate.denominator, keep=True)
 
-    def frame(n: int, f: list) -> vs.VideoFrame:
-        k, odd = divmod(n, 2)
-        cut_after = flags is not None and k + 1 < n_src and bool(f[3].props["_SceneChangeNext"])
-        cut_before = flags is not None and not odd and k > 0 and bool(f[4].props["_SceneChangeNext"])
-        # an upscaled source frame, the repeated last one, or across a cut the frame before
-        if not odd or k + 1 >= n_src or cut_after:
-            image = worker.upscaled(k, f[1])
-        else:
-            image = worker.middle(k, f[1], f[2])
-        fout = f[0].copy()
-        _write(fout, image)
-        _props(fout, f[1], cut_before=cut_before, cut_after=cut_after and odd)
-        return fout
+    def duration(own: vs.VideoFrame) -> Fraction | None:
+        if rate:
+            return 1 / rate
+        if "_DurationNum" in own.props and own.props.get("_DurationDen"):
+            return Fraction(own.props["_DurationNum"], own.props["_DurationDen"]) / timeline.factor
+        return None
+
+    def flag(frame: vs.VideoFrame) -> bool | None:
+        """The clip's own word on a cut after this frame (None: let the engine measure)."""
+        if not sc:
+            return False
+        tagged = frame.props.get("_SceneChangeNext")
+        return None if tagged is None else bool(tagged)
+
+    def request(n: int) -> vs.VideoNode:
+        slot = timeline.slot(n, n_src)
+        k = slot.k
+        # where this frame starts or ends source frame k's run of output frames, a cut between
+        # two source frames falls between two output frames: the props say so
+        first = temporal and sc and k > 0 and timeline.slot(n - 1, n_src).k < k
+        last = temporal and sc and n + 1 < n_out and timeline.slot(n + 1, n_src).k > k
+        keys = [k - 1] * first + [k] + [k + 1] * (slot.between or last)
+
+        def render(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+            frames = dict(zip(keys, f[1:]))
+            own = frames[k]
+            image = worker.render(slot, frames, flag(own) if slot.between else None)
+            fout = f[0].copy()
+            _write(fout, image)
+            out = fout.props
+            for key, value in own.props.items():
+                if key not in ("_Alpha", "_DurationNum", "_DurationDen") and not (
+                        temporal and key in ("_SceneChangeNext", "_SceneChangePrev")):
+                    out[key] = value
+            d = duration(own)
+            if d is not None:
+                out["_DurationNum"], out["_DurationDen"] = d.numerator, d.denominator
+            if temporal:  # spatial-only keeps the source's own scene-change props, frame for frame
+                out["_SceneChangePrev"] = int(first and worker.cut(k - 1, frames, flag(frames[k - 1])))
+                out["_SceneChangeNext"] = int(last and worker.cut(k, frames, flag(own)))
+            return fout
+        return core.std.ModifyFrame(blank, [blank] + [_at(src, i, n) for i in keys], render)
 
     # One ModifyFrame per request inside an unordered FrameEval: callbacks of one ModifyFrame
     # never overlap, so this is what lets frames be computed concurrently (num_streams > 1).
-    out = blank.std.FrameEval(lambda n: core.std.ModifyFrame(blank, clips, frame))
+    out = blank.std.FrameEval(request)
     global last_worker
     last_worker = worker
     return back(out)

@@ -22,7 +22,8 @@
 /* Keep in step with vs_plugin.filter.upsample (a test compares the two). */
 #define UPSAMPLE_ARGS "clip:vnode;model:data:opt;device_index:int:opt;device:data:opt;fp16:int:opt;" \
     "bf16:int:opt;num_streams:int:opt;tile:int:opt;tile_pad:int:opt;sc:int:opt;sc_threshold:float:opt;" \
-    "exact_double:int:opt;matrix_in_s:data:opt;backend:data:opt;"
+    "exact_double:int:opt;matrix_in_s:data:opt;backend:data:opt;factor_num:int:opt;factor_den:int:opt;" \
+    "fps_num:int:opt;fps_den:int:opt;upscale:int:opt;precision:data:opt;"
 
 typedef void *PyObj;
 #define DECREF(o) do { if (o) py->Py_DecRef(o); } while (0)
