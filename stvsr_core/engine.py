@@ -137,22 +137,38 @@ class Access:
 
     def __init__(self, engine: "Engine", size: tuple[int, int] | None = None, capacity: int = 8):
         self.engine, self.size = engine, size
-        self.spatial = OnceCache(capacity)    # k -> (L, H): M_S once per source frame
+        self.inputs = OnceCache(capacity)     # k -> L: the checked, padded low-res frame
+        self.spatial = OnceCache(capacity)    # k -> H: M_S once per source frame
         self.estimates = OnceCache(capacity)  # k -> the pair (k, k+1)'s M_T estimate
         self.cuts = OnceCache(4 * capacity)   # k -> whether a cut lies between k and k+1
 
-    def _frame(self, k: int, source):
+    def _shared(self, value):
+        """A value other threads will read: on CUDA its work finishes first, since the next reader
+        may run on another CUDA stream (VapourSynth's num_streams)."""
+        if self.engine.device.type == "cuda":
+            torch.cuda.current_stream(self.engine.device).synchronize()
+        return value
+
+    def _input(self, k: int, source) -> torch.Tensor:
         def compute():
             frame = source(k)
             L = self.engine.prepare(frame, k, self.size)
             self.size = self.size or tuple(frame.shape[-2:])
-            return L, self.engine.spatial(L) if self.engine.options.upscale else None
-        return self.spatial.get(k, compute)
+            return self._shared(L)
+        return self.inputs.get(k, compute)
+
+    def _frame(self, k: int, source):
+        """(L, H) of source frame k; H is None for temporal-only output (no M_S)."""
+        L = self._input(k, source)
+        if not self.engine.options.upscale:
+            return L, None
+        return L, self.spatial.get(k, lambda: self._shared(self.engine.spatial(L)))
 
     def cut(self, k: int, source, flag: bool | None = None) -> bool:
-        """A cut between k and k+1: the host's flag where it has one, else the one cut measure."""
+        """A cut between k and k+1: the host's flag where it has one, else the one cut measure
+        (on the low-res frames: no M_S needed to decide)."""
         def compute():
-            cut = bool(flag) if flag is not None else is_cut(self._frame(k, source)[0], self._frame(k + 1, source)[0],
+            cut = bool(flag) if flag is not None else is_cut(self._input(k, source), self._input(k + 1, source),
                                                              self.engine.options.scene_threshold)
             self.engine.stats["scene_cuts"] += cut
             return cut
@@ -174,7 +190,7 @@ class Access:
 
     def _between(self, k: int, t: float, source) -> torch.Tensor:
         (L0, H0), (L1, H1) = self._frame(k, source), self._frame(k + 1, source)
-        est = self.estimates.get(k, lambda: self.engine.estimate(L0, L1, H0, H1))
+        est = self.estimates.get(k, lambda: self._shared(self.engine.estimate(L0, L1, H0, H1)))
         if H0 is None:
             return self.engine.between_low(L0, L1, t, est)
         return self.engine.middle(L0, L1, H0, H1, t, est)

@@ -98,25 +98,6 @@ def _load(model, dev: torch.device):
         raise _error(str(e)) from None
 
 
-class _StreamEngine(Engine):
-    """The engine for num_streams > 1 on CUDA: each step whose result Access caches (the prepared
-    frame, its M_S output, a pair's M_T estimate) finishes before the value is shared, since the
-    thread that reads it next may run on another CUDA stream than the one that computed it."""
-
-    def _finished(self, x):
-        torch.cuda.current_stream(self.device).synchronize()
-        return x
-
-    def prepare(self, *args):
-        return self._finished(super().prepare(*args))
-
-    def spatial(self, L):
-        return self._finished(super().spatial(L))
-
-    def estimate(self, *args):
-        return self._finished(super().estimate(*args))
-
-
 class _Worker:
     """The engine behind one Upsample call: its random access to the clip (M_S once per source
     frame, bounded caches, the one cut measure), slots for concurrent inference (one CUDA stream
@@ -266,8 +247,7 @@ def upsample(clip: vs.VideoNode, model: str = "default", device_index: int = 0, 
     options = EngineOptions(tile=tile, tile_pad=tile_pad, scene_threshold=sc_threshold, factor=factor, fps=fps,
                             exact_double=exact_double, upscale=upscale, precision=precision, backend=backend)
     try:
-        streams = num_streams > 1 and dev.type == "cuda"
-        engine = (_StreamEngine if streams else Engine)(net, dev, options)
+        engine = Engine(net, dev, options)
         timeline = engine.timeline(clip.fps if clip.fps != 0 else None)
     except (InputError, ImportError) as e:
         raise _error(str(e)) from None
