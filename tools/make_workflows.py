@@ -47,7 +47,7 @@ GRAPHS = {
     "stvsr_upsample": upsample("upsample", 2),
     "stvsr_triple_rate": upsample("triple_rate", 3),  # multiplier 3: 25 fps -> 75 fps
     "stvsr_dual_stream": LOAD + [
-        (5, "STVSRDualStreamUpsample", {"tile": 0},
+        (5, "STVSRDualStreamUpsample", {"tile": 0, "multiplier": 2},
          {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (3, 0, "IMAGE")},
          [("upscaled_frames", "IMAGE"), ("H_st", "IMAGE"), ("H_ts", "IMAGE")], False),
         (6, "STVSRFuseStreams", {}, {"stvsr_model": (4, 0, "STVSR_MODEL"), "H_st": (5, 1, "IMAGE"),
