@@ -6,21 +6,27 @@ The nodes only convert layouts, place the model and report progress: the math is
 from __future__ import annotations
 
 import contextlib
+from fractions import Fraction
 
 import torch
 
-from ..stvsr_core import (DEFAULT_MODEL, DEFAULT_THRESHOLD, Engine, EngineOptions, InputError, WeightsError,
-                          list_models, load_weights, resolve_model, select_device)
+from ..stvsr_core import (DEFAULT_MODEL, Engine, EngineOptions, InputError, WeightsError, list_models,
+                          load_weights, resolve_model, select_device)
+from ..stvsr_core.runtime import PRECISIONS
 from ..stvsr_core.runtime import resolve as resolve_runtime
 from ..stvsr_core.scenecut import is_cut
+from ..stvsr_core.timeline import Retime, Timeline, as_fraction
 from . import host
 
 CATEGORY = "video/stvsr"
 MODEL_TYPE = "STVSR_MODEL"
-TILE = ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+DEFAULTS = EngineOptions()  # the widgets' defaults: the one source, shared with the CLI and the filter
+FACTOR = int(DEFAULTS.factor)
+TILE = ("INT", {"default": DEFAULTS.tile, "min": 0, "max": 4096, "step": 32,
                 "tooltip": "low-res tile size; 0 tiles only frames over 1280x720"})
-SCENE_THRESHOLD = ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.0, "max": 1.0, "step": 0.01,
+SCENE_THRESHOLD = ("FLOAT", {"default": DEFAULTS.scene_threshold or 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                              "tooltip": "pairs that differ more than this are a scene cut (no morphing); 0: off"})
+MULTIPLIER_TIP = "output frames per input frame: 2 doubles the frame rate, 3 triples it"
 MODEL_IN = (MODEL_TYPE, {"tooltip": "from Load STVSR Model"})
 VIDEO_IN = ("IMAGE", {"tooltip": "the frames of a video, in order (at least 2)"})
 PROMPT_IDS = {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}
@@ -32,15 +38,26 @@ class STVSRModel:
     def __init__(self, model, device: torch.device, precision: str, name: str):
         self.model, self.device, self.precision, self.name = model, device, precision, name
 
+    @property
+    def scale(self) -> int:
+        """The model's upscaling factor, from its descriptor."""
+        return self.model.info.scale
+
+    def options(self, **options) -> EngineOptions:
+        return EngineOptions(precision=self.precision, **options)
+
     @contextlib.contextmanager
-    def engine(self, frame_hw: tuple[int, int], **options):
+    def engine(self, frame_hw: tuple[int, int], options: EngineOptions | None = None, node: str = "STVSR"):
         """The model on its device only while a node runs; back on the CPU afterwards."""
         h, w = frame_hw
         params = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        # activations: the widest stages (F and R at high resolution) hold roughly 200 floats per
-        # low-res pixel; an estimate for free_memory, not a limit
-        host.free_memory(params + h * w * 4 * 200, self.device)
-        engine = Engine(self.model, self.device, EngineOptions(precision=self.precision, **options))
+        # activations: the widest stages (F and R at high resolution) hold roughly 50 floats per
+        # high-res pixel; an estimate for free_memory, not a limit
+        host.free_memory(params + h * w * 4 * 50 * self.scale ** 2, self.device)
+        try:
+            engine = Engine(self.model, self.device, options or self.options())
+        except InputError as e:  # the core's checks of the options, in the node's words
+            raise InputError(f"{node}: {e}") from None
         try:
             yield engine
         finally:
@@ -84,11 +101,12 @@ def _with_smaller_tiles(run, tile: int):
 
 
 UPSCALE_MODEL = ("UPSCALE_MODEL", {"tooltip": "optional: your own upscaler (Load Upscale Model) becomes M_S; "
-                                   "it must upscale by the STVSR model's factor (x2)"})
+                                   "it must upscale by the STVSR model's factor (x2 for the shipped models)"})
 MODEL_TOOLTIP = ("stvsr-fast: small CPU networks + DIS optical flow (the default, fast). stvsr-lite: a little "
                  "slower and better. stvsr-quality: the pretrained SPAN x2 and RIFE 4.25 backbones with F and R "
                  "trained on them (best, slowest; install its backbones once with `stvsr fetch-backbones`). "
-                 "stvsr-realtime: one stream, no fusion or refinement: about as fast as ffmpeg, a little worse than stvsr-fast.")
+                 "stvsr-realtime: one stream, no fusion or refinement: about as fast as ffmpeg, a little worse "
+                 "than stvsr-fast.")
 
 
 def _with_upscaler(stvsr_model: STVSRModel, upscale_model, node: str) -> STVSRModel:
@@ -148,7 +166,7 @@ class LoadSTVSRModel:
         return {"required": {"model_name": (_model_choices(), {"tooltip": MODEL_TOOLTIP}),
                              "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto", "tooltip":
                                         "auto: ComfyUI's device (the GPU, or the CPU under --cpu)"}),
-                             "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto", "tooltip":
+                             "precision": (list(PRECISIONS), {"default": DEFAULTS.precision, "tooltip":
                                            "auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32"})},
                 "optional": {"upscale_model": UPSCALE_MODEL}}
 
@@ -168,10 +186,10 @@ class LoadSTVSRModel:
 
 
 class STVSRSpatialUpscale:
-    DESCRIPTION = "M_S: every frame upscaled 2x on its own."
+    DESCRIPTION = "M_S: every frame upscaled on its own, by the model's factor (2x for the shipped models)."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("every frame at twice the width and height",)
+    OUTPUT_TOOLTIPS = ("every frame at the model's factor times the width and height",)
     FUNCTION = "upscale"
 
     @classmethod
@@ -179,13 +197,14 @@ class STVSRSpatialUpscale:
         return {"required": {"stvsr_model": MODEL_IN, "images": ("IMAGE", {"tooltip": "frames or images"}),
                              "tile": TILE}}
 
-    def upscale(self, stvsr_model, images, tile=0):
+    def upscale(self, stvsr_model, images, tile=DEFAULTS.tile):
         x = _frames(images)
+        s = stvsr_model.scale
         bar = host.Progress(x.shape[0])
 
         def run(tile):
-            out = torch.empty((x.shape[0], x.shape[2] * 2, x.shape[3] * 2, 3))
-            with stvsr_model.engine(x.shape[-2:], tile=tile) as eng:
+            out = torch.empty((x.shape[0], x.shape[2] * s, x.shape[3] * s, 3))
+            with stvsr_model.engine(x.shape[-2:], stvsr_model.options(tile=tile), "Spatial Upscale") as eng:
                 for i in range(x.shape[0]):
                     out[i] = _image(eng.upscale(x[i:i + 1]))[0]
                     bar.update(1)
@@ -194,70 +213,109 @@ class STVSRSpatialUpscale:
         return (_with_smaller_tiles(run, tile),)
 
 
+def _retime(node: str, multiplier, fps=None, exact_double=False) -> Retime:
+    """The core's retiming for a node's widgets (errors in the node's words)."""
+    try:
+        return Retime(multiplier, fps, exact_double)
+    except ValueError as e:
+        raise InputError(f"{node}: {e}") from None
+
+
+def _timeline(node: str, retime: Retime | int, fps_in=None) -> Timeline:
+    """The core's output timeline of a clip at fps_in (a multiplier alone: no rate needed)."""
+    try:
+        return Timeline(retime if isinstance(retime, Retime) else _retime(node, retime), fps_in)
+    except ValueError as e:
+        raise InputError(f"{node}: {e}") from None
+
+
+def _multiplier(minimum: int, more: str = "") -> tuple:
+    return ("INT", {"default": FACTOR, "min": minimum, "max": 16, "tooltip": MULTIPLIER_TIP + more})
+
+
 class STVSRFrameInterpolate:
-    DESCRIPTION = "M_T: N frames -> 2N-1 frames at the same size; scene cuts repeat a frame instead of morphing."
+    DESCRIPTION = ("M_T: N frames -> (N-1)*multiplier+1 frames at the same size (2N-1 at x2); scene cuts repeat "
+                   "a frame instead of morphing.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("2N-1 frames: an in-between frame after each input frame but the last",)
+    OUTPUT_TOOLTIPS = ("(N-1)*multiplier+1 frames: multiplier-1 in-between frames after each input frame but "
+                       "the last",)
     FUNCTION = "interpolate"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": MODEL_IN, "images": VIDEO_IN,
                              "scene_threshold": SCENE_THRESHOLD},
+                "optional": {"multiplier": _multiplier(2)},
                 "hidden": PROMPT_IDS}
 
-    def interpolate(self, stvsr_model, images, scene_threshold=DEFAULT_THRESHOLD, prompt=None, unique_id=None):
+    def interpolate(self, stvsr_model, images, scene_threshold=DEFAULTS.scene_threshold, multiplier=FACTOR,
+                    prompt=None, unique_id=None):
         _refuse_meta_batches(prompt, "Frame Interpolate")
         x = _frames(images, min_frames=2)
         n = x.shape[0]
-        out = torch.empty((2 * n - 1,) + tuple(images.shape[1:]))
-        bar = host.Progress(n - 1)
-        with stvsr_model.engine(x.shape[-2:]) as eng:
-            out[0] = images[0]
-            for k in range(n - 1):
-                a, b = x[k:k + 1], x[k + 1:k + 2]
-                cut = is_cut(a, b, scene_threshold)
-                out[2 * k + 1] = images[k] if cut else _image(eng.interpolate_frames(a, b))[0]
-                out[2 * k + 2] = images[k + 1]
+        timeline = _timeline("Frame Interpolate", multiplier)
+        out = torch.empty((timeline.count(n),) + tuple(images.shape[1:]))
+        bar = host.Progress(out.shape[0])
+        cuts = {}
+        with stvsr_model.engine(x.shape[-2:], node="Frame Interpolate") as eng:
+            for j in range(out.shape[0]):
+                s = timeline.slot(j, n)
+                a, b = x[s.k:s.k + 1], x[s.k + 1:s.k + 2]
+                if s.between and s.k not in cuts:
+                    cuts[s.k] = is_cut(a, b, scene_threshold)
+                if s.between and not cuts[s.k]:  # M_T at t = i/multiplier
+                    out[j] = _image(eng.interpolate_frames(a, b, float(s.t)))[0]
+                else:  # a source frame, or an in-between slot of a cut pair: the frame before
+                    out[j] = images[s.k]
                 bar.update(1)
         return (out,)
 
 
 class STVSRDualStreamUpsample:
     DESCRIPTION = ("Both streams of the paper: the upscaled input frames (M_S), and for every in-between "
-                   "frame H_st (upscale, then interpolate) and H_ts (interpolate, then upscale).")
+                   "frame H_st (upscale, then interpolate) and H_ts (interpolate, then upscale); multiplier-1 "
+                   "in-between frames per pair of input frames.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE")
     RETURN_NAMES = ("upscaled_frames", "H_st", "H_ts")
-    OUTPUT_TOOLTIPS = ("the N input frames upscaled 2x (M_S)",
-                       "N-1 in-between frames: upscale, then interpolate (unclamped)",
-                       "N-1 in-between frames: interpolate, then upscale (unclamped)")
+    OUTPUT_TOOLTIPS = ("the N input frames upscaled by the model's factor (M_S)",
+                       "(N-1)*(multiplier-1) in-between frames, pair by pair: upscale, then interpolate (unclamped)",
+                       "(N-1)*(multiplier-1) in-between frames, pair by pair: interpolate, then upscale (unclamped)")
     FUNCTION = "streams"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": MODEL_IN, "images": VIDEO_IN,
                              "tile": TILE},
-                "optional": {"upscale_model": UPSCALE_MODEL},
+                "optional": {"upscale_model": UPSCALE_MODEL, "multiplier": _multiplier(2)},
                 "hidden": PROMPT_IDS}
 
-    def streams(self, stvsr_model, images, tile=0, upscale_model=None, prompt=None, unique_id=None):
+    def streams(self, stvsr_model, images, tile=DEFAULTS.tile, upscale_model=None, multiplier=FACTOR,
+                prompt=None, unique_id=None):
         _refuse_meta_batches(prompt, "Dual-Stream Upsample")
         stvsr_model = _with_upscaler(stvsr_model, upscale_model, "Dual-Stream Upsample")
         x = _frames(images, min_frames=2)
-        n, h, w = x.shape[0], x.shape[2] * 2, x.shape[3] * 2
+        s = stvsr_model.scale
+        n, h, w = x.shape[0], x.shape[2] * s, x.shape[3] * s
+        timeline = _timeline("Dual-Stream Upsample", multiplier)
+        pairs = [timeline.slots_of_pair(k, n) for k in range(n - 1)]
+        m = sum(len(p) for p in pairs)
         bar = host.Progress(n - 1)
 
         def run(tile):
-            sr, st, ts = torch.empty((n, h, w, 3)), torch.empty((n - 1, h, w, 3)), torch.empty((n - 1, h, w, 3))
-            with stvsr_model.engine(x.shape[-2:], tile=tile) as eng:
+            sr, st, ts = torch.empty((n, h, w, 3)), torch.empty((m, h, w, 3)), torch.empty((m, h, w, 3))
+            i = 0
+            with stvsr_model.engine(x.shape[-2:], stvsr_model.options(tile=tile), "Dual-Stream Upsample") as eng:
                 prev = eng.upscale(x[0:1])
                 sr[0] = _image(prev)[0]
-                for k in range(n - 1):
+                for k, slots in enumerate(pairs):
                     cur = eng.upscale(x[k + 1:k + 2])  # each frame through M_S once
-                    H_st, H_ts = eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur)
-                    st[k], ts[k], sr[k + 1] = _image(H_st, False)[0], _image(H_ts, False)[0], _image(cur)[0]
+                    for slot in slots:
+                        H_st, H_ts = eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur, float(slot.t))
+                        st[i], ts[i] = _image(H_st, False)[0], _image(H_ts, False)[0]
+                        i += 1
+                    sr[k + 1] = _image(cur)[0]
                     prev = cur
                     bar.update(1)
             return sr, st, ts
@@ -283,12 +341,15 @@ class STVSRFuseStreams:
         if a.shape != b.shape:
             raise InputError(f"Fuse Streams: H_st is {tuple(H_st.shape)} but H_ts is {tuple(H_ts.shape)}: "
                              "connect both outputs of the same Dual-Stream Upsample node")
-        n = a.shape[0]
+        n, s = a.shape[0], stvsr_model.scale
         out, m_st, m_ts = torch.empty(H_st.shape), torch.empty(H_st.shape[:3]), torch.empty(H_st.shape[:3])
         bar = host.Progress(n)
-        with stvsr_model.engine((a.shape[2] // 2, a.shape[3] // 2)) as eng:
+        with stvsr_model.engine((a.shape[2] // s, a.shape[3] // s), node="Fuse Streams") as eng:
             for i in range(n):
-                M1, M2, H_F = eng.fuse(a[i:i + 1], b[i:i + 1])
+                try:
+                    M1, M2, H_F = eng.fuse(a[i:i + 1], b[i:i + 1])
+                except InputError as e:
+                    raise InputError(f"Fuse Streams: {e}") from None
                 out[i], m_st[i], m_ts[i] = _image(H_F, False)[0], M1[0, 0].float().cpu(), M2[0, 0].float().cpu()
                 bar.update(1)
         return out, m_st, m_ts
@@ -307,9 +368,10 @@ class STVSRRefine:
 
     def refine(self, stvsr_model, images):
         x = _frames(images)
+        s = stvsr_model.scale
         out = torch.empty(images.shape)
         bar = host.Progress(x.shape[0])
-        with stvsr_model.engine((x.shape[2] // 2, x.shape[3] // 2)) as eng:
+        with stvsr_model.engine((x.shape[2] // s, x.shape[3] // s), node="Refine") as eng:
             for i in range(x.shape[0]):
                 out[i] = _image(eng.refine(x[i:i + 1]))[0]
                 bar.update(1)
@@ -317,55 +379,66 @@ class STVSRRefine:
 
 
 class STVSRInterleave:
-    DESCRIPTION = ("Puts the in-between frames between the upscaled input frames (N + N-1 -> 2N-1). With the "
+    DESCRIPTION = ("Puts the in-between frames between the upscaled input frames: N frames and (N-1)*(m-1) "
+                   "in-between frames (Dual-Stream Upsample's layout at multiplier m) -> (N-1)*m+1. With the "
                    "low-res source frames connected, pairs across a scene cut repeat the earlier frame.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("2N-1 frames: frame, in-between, frame, ...",)
+    OUTPUT_TOOLTIPS = ("(N-1)*m+1 frames: frame, m-1 in-between frames, frame, ...",)
     FUNCTION = "interleave"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"frames": ("IMAGE", {"tooltip": "N frames (upscaled_frames of Dual-Stream Upsample)"}),
-                             "in_between": ("IMAGE", {"tooltip": "N-1 frames (from Refine or Fuse Streams)"})},
+                             "in_between": ("IMAGE", {"tooltip": "(N-1)*(multiplier-1) frames, pair by pair "
+                                                                 "(from Refine or Fuse Streams)"})},
                 "optional": {"source": ("IMAGE", {"tooltip": "the low-res input frames, for scene cuts"}),
                              "scene_threshold": SCENE_THRESHOLD}}
 
-    def interleave(self, frames, in_between, source=None, scene_threshold=DEFAULT_THRESHOLD):
+    def interleave(self, frames, in_between, source=None, scene_threshold=DEFAULTS.scene_threshold):
         _frames(frames, "frames", 2), _frames(in_between, "in_between")
-        n = frames.shape[0]
-        if in_between.shape[0] != n - 1 or in_between.shape[1:] != frames.shape[1:]:
-            raise InputError(f"Interleave: {n} frames need {n - 1} in-between frames of size "
-                             f"{tuple(frames.shape[1:3])}; got {in_between.shape[0]} of {tuple(in_between.shape[1:3])}")
-        out = torch.empty((2 * n - 1,) + tuple(frames.shape[1:]))
-        out[0::2] = frames
-        out[1::2] = in_between
-        if source is not None:
-            src = _frames(source, "source")
-            for k in range(n - 1):
-                if is_cut(src[k:k + 1], src[k + 1:k + 2], scene_threshold):
-                    out[2 * k + 1] = frames[k]
+        n, m = frames.shape[0], in_between.shape[0]
+        if m % (n - 1) or m == 0 or in_between.shape[1:] != frames.shape[1:]:
+            raise InputError(f"Interleave: {n} frames need (multiplier-1) x {n - 1} in-between frames of size "
+                             f"{tuple(frames.shape[1:3])} (the outputs of one Dual-Stream Upsample); got {m} of "
+                             f"{tuple(in_between.shape[1:3])}")
+        timeline = _timeline("Interleave", m // (n - 1) + 1)  # the multiplier the counts imply
+        src = _frames(source, "source") if source is not None else None
+        out = torch.empty((timeline.count(n),) + tuple(frames.shape[1:]))
+        i = 0
+        for j in range(out.shape[0]):
+            s = timeline.slot(j, n)
+            if not s.between:
+                out[j] = frames[s.k]
+                continue
+            cut = src is not None and is_cut(src[s.k:s.k + 1], src[s.k + 1:s.k + 2], scene_threshold)
+            out[j] = frames[s.k] if cut else in_between[i]
+            i += 1
         return (out,)
 
 
 class STVSRUpsample:
-    DESCRIPTION = ("All in one: N frames -> 2N-1 frames at twice the size; the frame rate doubles. For long clips, "
-                   "VideoHelperSuite's Meta Batch Manager feeds it a batch at a time (wire meta_batch).")
+    DESCRIPTION = ("All in one: N frames -> (N-1)*multiplier+1 frames (2N-1 at the default x2), upscaled by the "
+                   "model's factor; the frame rate follows (or a target frame rate sets it). multiplier 1: "
+                   "spatial-only; upscale off: temporal-only. For long clips, VideoHelperSuite's Meta Batch "
+                   "Manager feeds it a batch at a time (wire meta_batch).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("images", "frame_rate")
-    OUTPUT_TOOLTIPS = ("2N-1 frames (2N with exact_double) at twice the width and height",
-                       "twice the input's frame rate")
+    OUTPUT_TOOLTIPS = ("(N-1)*multiplier+1 frames (N*multiplier with exact_double), upscaled by the model's factor "
+                       "unless upscale is off",
+                       "the output's frame rate: the input's times multiplier, or target_fps")
     FUNCTION = "upsample"
-    _carry = None  # the last input frame of the previous meta batch
+    _carry = None  # (the last input frame of the previous meta batch, source frames so far)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": MODEL_IN, "images": VIDEO_IN,
                              "scene_threshold": SCENE_THRESHOLD,
                              "tile": TILE,
-                             "exact_double": ("BOOLEAN", {"default": False,
-                                                          "tooltip": "2N frames (last repeated) instead of 2N-1"})},
+                             "exact_double": ("BOOLEAN", {"default": DEFAULTS.exact_double, "tooltip":
+                                                          "keep the duration: N*multiplier frames, the last held "
+                                                          "(2N instead of 2N-1 at x2)"})},
                 "optional": {"frame_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.001,
                                                       "tooltip": "the input's frames per second (wire fps of Get "
                                                                  "Video Components here); 0: from video_info"}),
@@ -373,38 +446,61 @@ class STVSRUpsample:
                                                                          "the frame rate when frame_rate is 0"}),
                              "meta_batch": ("VHS_BatchManager", {"tooltip": "long clips: the Meta Batch Manager "
                                                                             "that also feeds Load Video and Video "
-                                                                            "Combine (VideoHelperSuite)"})},
+                                                                            "Combine (VideoHelperSuite)"}),
+                             "multiplier": _multiplier(1, "; 1: spatial-only (the same frame rate)"),
+                             "target_fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.001,
+                                                      "tooltip": "an output frame rate instead of the multiplier "
+                                                                 "(e.g. 59.94 from 23.976: 5 frames per 2); needs "
+                                                                 "the input's rate; 0: off"}),
+                             "upscale": ("BOOLEAN", {"default": DEFAULTS.upscale, "tooltip":
+                                                     "off: temporal-only, the frames keep their size (in-between "
+                                                     "frames from M_T)"})},
                 "hidden": PROMPT_IDS}
 
-    def upsample(self, stvsr_model, images, scene_threshold=DEFAULT_THRESHOLD, tile=0, exact_double=False,
-                 frame_rate=0.0, video_info=None, meta_batch=None, prompt=None, unique_id=None):
+    def upsample(self, stvsr_model, images, scene_threshold=DEFAULTS.scene_threshold, tile=DEFAULTS.tile,
+                 exact_double=DEFAULTS.exact_double, frame_rate=0.0, video_info=None, meta_batch=None,
+                 multiplier=FACTOR, target_fps=0.0, upscale=DEFAULTS.upscale, prompt=None, unique_id=None):
         carry = self._previous_batch(meta_batch, prompt, exact_double)
-        x = _frames(images, min_frames=1 if carry is not None else 2)
-        rate = _source_rate(frame_rate, video_info, _reads_output(prompt, unique_id, 1))
+        target = _typed_rate(target_fps)
+        retime = _retime("STVSR Upsample", multiplier, target, exact_double)
+        x = _frames(images, min_frames=2 if carry is None and retime.temporal else 1)  # spatial-only: 1 will do
+        rate = _source_rate(frame_rate, video_info, _reads_output(prompt, unique_id, 1) or target is not None,
+                            target is not None)
+        timeline = _timeline("STVSR Upsample", retime, rate)
+        first, done = (carry[1] - 1, carry[1]) if carry is not None else (0, 0)  # source frame of x[0], frames out
         if carry is not None:  # its output frame went out with the previous batch
-            x = torch.cat([carry, x])
-        skip = int(carry is not None)
-        n = x.shape[0]
-        n_out = 2 * n - (0 if exact_double else 1) - skip
+            x = torch.cat([carry[0], x])
+        n = first + x.shape[0]  # source frames so far
+        # this run's (or batch's) slice of the one timeline: the slots after the previous batch's last frame
+        lo, hi = timeline.count(done), timeline.count(n)
+        s = stvsr_model.scale if upscale else 1
         # one preallocated float32 CPU tensor: never several copies of a long clip
-        out = torch.empty((n_out, x.shape[2] * 2, x.shape[3] * 2, 3))
+        out = torch.empty((hi - lo, x.shape[2] * s, x.shape[3] * s, 3))
 
         def run(tile):
-            bar = host.Progress(n_out + skip)
-            with stvsr_model.engine(x.shape[-2:], tile=tile, scene_threshold=scene_threshold or None,
-                                    exact_double=exact_double) as eng:
-                for i, frame in enumerate(eng.run((x[k] for k in range(n)), total=n,
-                                                  progress=lambda d, t: bar.update(1))):
-                    if i >= skip:
-                        out[i - skip] = frame.movedim(0, -1)
+            bar = host.Progress(hi - lo)
+            opts = stvsr_model.options(tile=tile, scene_threshold=scene_threshold or None, factor=multiplier,
+                                       fps=target, exact_double=exact_double, upscale=upscale)
+            with stvsr_model.engine(x.shape[-2:], opts, "STVSR Upsample") as eng:
+                if meta_batch is None:  # one clip: the core's streaming run
+                    frames = eng.run((x[k] for k in range(n)), total=n, fps_in=rate,
+                                     progress=lambda d, t: bar.update(1))
+                else:  # a batch: its slots of the whole clip's timeline, by random access
+                    acc = eng.access(size=tuple(x.shape[-2:]), capacity=4)
+                    frames = (acc.render(timeline.slot(j, n), lambda k: x[k - first]) for j in range(lo, hi))
+                for i, frame in enumerate(frames):
+                    out[i] = frame.movedim(0, -1)
+                    if meta_batch is not None:
+                        bar.update(1)
             return out
 
         result = _with_smaller_tiles(run, tile)
-        self._carry = x[-1:].clone() if meta_batch is not None else None
-        return result, 2 * rate
+        self._carry = (x[-1:].clone(), n) if meta_batch is not None else None
+        return result, float(timeline.fps_out or 0.0)
 
     def _previous_batch(self, meta_batch, prompt, exact_double):
-        """The last input frame of the previous meta batch; None on a run's first batch or without batches."""
+        """(the last input frame of the previous meta batch, the source frames before this batch); None
+        on a run's first batch or without batches."""
         if meta_batch is None:
             _refuse_meta_batches(prompt, "STVSR Upsample")
             return None
@@ -420,17 +516,28 @@ class STVSRUpsample:
         return self._carry
 
 
-def _source_rate(frame_rate: float, video_info, needed: bool) -> float:
-    """The input's frame rate: frame_rate, else video_info's; unknown (0) only where nothing reads it."""
+def _typed_rate(value: float) -> Fraction | None:
+    """A frame rate from a FLOAT (a widget keeps 3 decimals): NTSC rates typed as 23.976, 29.97 or
+    59.94 are n*1000/1001; others as the core reads them. None for 0 (not given)."""
+    if not value:
+        return None
+    ntsc = Fraction(round(value * 1.001) * 1000, 1001)
+    return ntsc if ntsc and abs(value - ntsc) < 5e-4 else as_fraction(float(value), "frame rate")
+
+
+def _source_rate(frame_rate: float, video_info, needed: bool, for_target: bool = False) -> Fraction | None:
+    """The input's frame rate: frame_rate, else video_info's; unknown (None) only where nothing needs it."""
     info = float(video_info.get("loaded_fps", 0)) if video_info else 0.0
     if frame_rate and info and abs(frame_rate - info) > 1e-3 * info:
         raise InputError(f"STVSR Upsample: frame_rate is {frame_rate:g} but video_info says {info:g} fps: "
                          "set frame_rate to 0 to use the video's rate")
-    rate = float(frame_rate or info)
-    if not rate and needed:
-        raise InputError("STVSR Upsample: the input's frame rate is unknown, so the frame_rate output would be "
-                         "wrong: wire fps (Get Video Components) or video_info (VideoHelperSuite's Load Video) "
-                         "into STVSR Upsample, or type the rate into frame_rate")
+    rate = _typed_rate(frame_rate or info)
+    if rate is None and needed:
+        why = ("target_fps needs it (the output has target_fps frames per second of input)" if for_target
+               else "the frame_rate output would be wrong")
+        raise InputError(f"STVSR Upsample: the input's frame rate is unknown, so {why}: wire fps (Get Video "
+                         "Components) or video_info (VideoHelperSuite's Load Video) into STVSR Upsample, or type "
+                         "the rate into frame_rate")
     return rate
 
 

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import av
 import numpy as np
@@ -31,10 +30,15 @@ VHS = os.environ.get("VHS_PATH") or (COMFY and os.path.join(COMFY, "custom_nodes
 # workflow -> {filename_prefix: (frame count, (width, height))}; 8 input frames at 640x272
 EXPECTED = {
     "stvsr_upsample": {"stvsr/upsample": (15, (1280, 544))},
+    "stvsr_triple_rate": {"stvsr/triple_rate": (22, (1280, 544))},  # multiplier 3: (8 - 1) * 3 + 1
     "stvsr_dual_stream": {"stvsr/dual_stream": (15, (1280, 544)), "stvsr/mask_st": (7, (1280, 544)),
                           "stvsr/mask_ts": (7, (1280, 544))},
 }
 CLIP_20FPS = "bikes_20fps.mp4"  # 12 frames of the demo clip at 20 fps, written into the input folder
+SHIPPED_X4 = "stvsr-fast-x4"  # trained 4x model, tested when stvsr_core/weights has it
+X4_CONFIG = {"scale": 4, "spatial": {"arch": "unshuffle_sr", "channels": 16, "blocks": 1},
+             "temporal": {"arch": "dis", "preset": "ultrafast", "high_res_flow": "upsample"},
+             "fusion": {"preset": "lite"}, "refine": {"preset": "lite"}}
 
 
 def _port() -> int:
@@ -143,7 +147,10 @@ def test_fresh_install_loads_the_pack(server):
     assert not [line for line in failed if "stvsr" in line], failed
     assert (base / "models" / "stvsr").is_dir()  # where users put their own .safetensors
     assert (base / "input" / DEMO.name).read_bytes() == DEMO.read_bytes()  # what the templates load
-    assert info["STVSRUpsample"]["output_tooltips"][1] == "twice the input's frame rate"
+    assert "multiplier" in info["STVSRUpsample"]["output_tooltips"][1]
+    optional = info["STVSRUpsample"]["input"]["optional"]
+    assert optional["multiplier"][1]["default"] == 2 and optional["multiplier"][1]["min"] == 1
+    assert optional["target_fps"][1]["default"] == 0 and optional["upscale"][1]["default"] is True
 
 
 def test_template_browser_lists_ui_templates_with_thumbnails(server):
@@ -201,6 +208,65 @@ def test_frame_rate_doubles_the_sources_or_is_asked_for(server, clip_20fps):
     assert "the input's frame rate is unknown" in _error(status)
 
 
+@pytest.mark.parametrize("retime, expect", [
+    ({"multiplier": 3}, (60.0, 10)),             # 20 fps x3; (4 - 1) * 3 + 1 frames
+    ({"target_fps": 50.0}, (50.0, 8)),           # 5 frames per 2: floor(3 * 5/2) + 1
+    ({"multiplier": 1}, (20.0, 4)),              # spatial-only
+])
+def test_frame_rate_follows_multiplier_and_target(server, clip_20fps, retime, expect):
+    url, base = server
+    prefix = "video/retime_" + "_".join(f"{k}{v:g}" for k, v in retime.items())
+    prompt = dict(_loader(4, clip_20fps), **{
+        "5": {"class_type": "STVSRUpsample", "inputs": dict(UPSAMPLE, images=["3", 0], frame_rate=["2", 2],
+                                                           **retime)},
+        "7": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": ["5", 1]}},
+        "8": {"class_type": "SaveVideo", "inputs": {"video": ["7", 0], "filename_prefix": prefix,
+                                                    "format": "auto", "codec": "auto"}}})
+    _run_prompt(url, prompt)
+    assert _video(base, prefix) == expect
+
+
+@pytest.fixture(scope="module")
+def x4_model(server):
+    """The shipped 4x model by name where stvsr_core/weights has it, else an untrained 4x model
+    written by the test into the server's models/stvsr folder (as a user would add one)."""
+    _, base = server
+    if (ROOT / "stvsr_core" / "weights" / f"{SHIPPED_X4}.safetensors").is_file():  # what the pack ships
+        return SHIPPED_X4
+    from helpers import random_model
+    from stvsr_core import save_weights
+    save_weights(random_model(X4_CONFIG), base / "models" / "stvsr" / "random_x4.safetensors")
+    return "random_x4.safetensors"
+
+
+def test_x4_model_through_every_node(server, x4_model):
+    """A 4x model in the real server: Spatial Upscale, Dual-Stream -> Fuse -> Refine -> Interleave
+    and STVSR Upsample at multiplier 3 all give 4x frames (3 input frames shrunk to 160x68)."""
+    url, base = server
+    models = _get(url + "/object_info/LoadSTVSRModel")["LoadSTVSRModel"]["input"]["required"]["model_name"][0]
+    assert x4_model in models
+    m, low = ["4", 0], ["9", 0]
+    prompt = dict(_loader(3, model=x4_model), **{
+        "9": {"class_type": "ImageScale", "inputs": {"image": ["3", 0], "upscale_method": "area", "width": 160,
+                                                     "height": 68, "crop": "disabled"}},
+        "10": {"class_type": "STVSRSpatialUpscale", "inputs": {"stvsr_model": m, "images": low, "tile": 0}},
+        "11": {"class_type": "STVSRDualStreamUpsample", "inputs": {"stvsr_model": m, "images": low, "tile": 0}},
+        "12": {"class_type": "STVSRFuseStreams", "inputs": {"stvsr_model": m, "H_st": ["11", 1], "H_ts": ["11", 2]}},
+        "13": {"class_type": "STVSRRefine", "inputs": {"stvsr_model": m, "images": ["12", 0]}},
+        "14": {"class_type": "STVSRInterleave", "inputs": {"frames": ["11", 0], "in_between": ["13", 0],
+                                                           "source": low, "scene_threshold": 0.15}},
+        "5": {"class_type": "STVSRUpsample", "inputs": dict(UPSAMPLE, images=low, frame_rate=["2", 2],
+                                                           multiplier=3)},
+        **{str(20 + i): {"class_type": "SaveImage", "inputs": {"filename_prefix": f"stvsr/x4_{name}",
+                                                               "images": [src, 0]}}
+           for i, (name, src) in enumerate((("spatial", "10"), ("chain", "14"), ("upsample", "5")))}})
+    _run_prompt(url, prompt)
+    for name, count in (("spatial", 3), ("chain", 5), ("upsample", 7)):
+        files, _ = _pngs(base, f"stvsr/x4_{name}")
+        assert len(files) == count, name
+        assert all(Image.open(f).size == (640, 272) for f in files), name
+
+
 def test_cuda_on_a_machine_without_cuda_is_refused_clearly(server):
     url, _ = server
     if any(d["type"] == "cuda" for d in _get(url + "/system_stats")["devices"]):
@@ -238,7 +304,7 @@ def vhs(server):
         pytest.skip("ComfyUI-VideoHelperSuite is not in COMFYUI_PATH/custom_nodes (or VHS_PATH)")
 
 
-def _vhs_graph(file, prefix, meta_batch=None):
+def _vhs_graph(file, prefix, meta_batch=None, multiplier=2):
     """VHS Load Video -> STVSR Upsample (rate from video_info) -> VHS Video Combine and Save Image."""
     batch = {"meta_batch": ["10", 0]} if meta_batch else {}
     graph = {
@@ -246,7 +312,8 @@ def _vhs_graph(file, prefix, meta_batch=None):
             video=file, force_rate=0, custom_width=0, custom_height=0, frame_load_cap=0, skip_first_frames=0,
             select_every_nth=1, format="AnimateDiff", **batch)},
         "4": _loader(1)["4"],
-        "5": {"class_type": "STVSRUpsample", "inputs": dict(UPSAMPLE, images=["1", 0], video_info=["1", 3], **batch)},
+        "5": {"class_type": "STVSRUpsample", "inputs": dict(UPSAMPLE, images=["1", 0], video_info=["1", 3],
+                                                           multiplier=multiplier, **batch)},
         "6": {"class_type": "SaveImage", "inputs": {"filename_prefix": f"stvsr/{prefix}", "images": ["5", 0]}},
         "7": {"class_type": "VHS_VideoCombine", "inputs": dict(
             images=["5", 0], frame_rate=["5", 1], loop_count=0, filename_prefix=f"video/{prefix}",
@@ -268,4 +335,17 @@ def test_vhs_video_info_gives_the_rate_and_meta_batches_the_same_frames(server, 
     assert _video(base, "video/vhs_batched") == (40.0, 23)
     (_, whole), (_, batched) = _pngs(base, "stvsr/vhs_whole"), _pngs(base, "stvsr/vhs_batched")
     assert len(batched) == len(whole) == 23
+    assert max(np.abs(a.astype(int) - b).max() for a, b in zip(whole, batched)) <= 1
+
+
+def test_vhs_meta_batches_at_multiplier_3_give_the_frames_of_one_run(server, vhs, clip_20fps):
+    """12 frames at multiplier 3 as 5 + 5 + 2: 34 frames at 60 fps, those of one run."""
+    url, base = server
+    _run_prompt(url, _vhs_graph(clip_20fps, "vhs3_whole", multiplier=3))
+    assert _video(base, "video/vhs3_whole") == (60.0, 34)
+    statuses = _run_prompt(url, _vhs_graph(clip_20fps, "vhs3_batched", meta_batch=5, multiplier=3))
+    assert len(statuses) == 3
+    assert _video(base, "video/vhs3_batched") == (60.0, 34)
+    (_, whole), (_, batched) = _pngs(base, "stvsr/vhs3_whole"), _pngs(base, "stvsr/vhs3_batched")
+    assert len(batched) == len(whole) == 34
     assert max(np.abs(a.astype(int) - b).max() for a, b in zip(whole, batched)) <= 1

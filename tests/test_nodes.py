@@ -77,7 +77,7 @@ def test_separate_nodes_in_paper_order_equal_all_in_one(model):
     diff = (together - separate).abs()
     assert diff.max() < 1 / 255 and diff.mean() < 1e-5
     assert torch.equal(together[7], together[6])  # the cut: earlier frame repeated
-    assert fps == pytest.approx(47.952)
+    assert fps == 48000 / 1001  # 23.976 typed is NTSC's 24000/1001, doubled
     assert M_st.shape == (4, 256, 640) and 0 <= M_st.min() and M_ts.max() <= 1
 
 
@@ -313,3 +313,171 @@ def test_quality_model_is_offered_and_missing_backbones_are_named(monkeypatch, t
     monkeypatch.setenv("STVSR_BACKBONES", str(tmp_path))
     with pytest.raises(WeightsError, match="Load STVSR Model: pretrained backbone .* `stvsr fetch-backbones`"):
         _call("LoadSTVSRModel", "stvsr-quality", "cpu", "auto")
+
+
+# -- issue 11: any multiplier, target frame rates, spatial- and temporal-only, any model scale ----------
+X4_CONFIG = {"scale": 4, "spatial": {"arch": "unshuffle_sr", "channels": 16, "blocks": 1},
+             "temporal": {"arch": "dis", "preset": "ultrafast", "high_res_flow": "upsample"},
+             "fusion": {"preset": "lite"}, "refine": {"preset": "lite"}}
+SHIPPED_X4 = "stvsr-fast-x4"
+
+
+@pytest.fixture(scope="module")
+def x4_file(tmp_path_factory):
+    """An untrained 4x model (F and R perturbed) as a .safetensors file, as a user would drop into
+    ComfyUI/models/stvsr."""
+    from helpers import random_model
+    from stvsr_core import save_weights
+    path = tmp_path_factory.mktemp("models") / "stvsr" / "random_x4.safetensors"
+    path.parent.mkdir()
+    save_weights(random_model(X4_CONFIG), path)
+    return path
+
+
+@pytest.fixture(scope="module", params=["random_x4", SHIPPED_X4])
+def x4(request, x4_file):
+    if request.param == SHIPPED_X4:
+        if SHIPPED_X4 not in sys.modules["stvsr_pack.stvsr_core"].list_models():
+            pytest.skip(f"{SHIPPED_X4} is not shipped in stvsr_core/weights yet")
+        return _call("LoadSTVSRModel", SHIPPED_X4, "cpu", "fp32")[0]
+    return _call("LoadSTVSRModel", str(x4_file), "cpu", "fp32")[0]
+
+
+def test_widget_defaults_come_from_engine_options():
+    opts = sys.modules["stvsr_pack.stvsr_core"].EngineOptions()
+    up = N["STVSRUpsample"].INPUT_TYPES()
+    assert up["required"]["tile"][1]["default"] == opts.tile
+    assert up["required"]["scene_threshold"][1]["default"] == opts.scene_threshold
+    assert up["required"]["exact_double"][1]["default"] == opts.exact_double
+    assert up["optional"]["multiplier"][1]["default"] == opts.factor and up["optional"]["multiplier"][1]["min"] == 1
+    assert up["optional"]["upscale"][1]["default"] == opts.upscale
+    assert up["optional"]["target_fps"][1]["default"] == 0.0
+    for name in ("STVSRFrameInterpolate", "STVSRDualStreamUpsample"):
+        assert N[name].INPUT_TYPES()["optional"]["multiplier"][1]["default"] == opts.factor
+    assert N["LoadSTVSRModel"].INPUT_TYPES()["required"]["precision"][1]["default"] == opts.precision
+
+
+def test_multiplier_3_triples_the_frames_and_the_rate(model):
+    images = _images(start=30, count=4, size=(96, 40))
+    out, fps = _call("STVSRUpsample", model, images, frame_rate=25.0, multiplier=3)
+    assert out.shape == (10, 80, 192, 3) and fps == 75.0
+    up = _call("STVSRSpatialUpscale", model, images)[0]
+    assert (out[0::3] - up).abs().max() < 1e-5  # the source frames at t = 0
+    assert not torch.equal(out[1], out[2]) and not torch.equal(out[1], out[0])  # t = 1/3 and t = 2/3
+    double = _call("STVSRUpsample", model, images, frame_rate=25.0)[0]
+    assert double.shape[0] == 7 and (double[0::2] - up).abs().max() < 1e-5
+    tail, _ = _call("STVSRUpsample", model, images, frame_rate=25.0, multiplier=3, exact_double=True)
+    assert tail.shape[0] == 12 and torch.equal(tail[-1], tail[-3])  # the last frame held for its duration
+
+
+def test_target_fps_ntsc_film_to_59_94(model):
+    """24000/1001 -> 60000/1001 is 5 output frames per 2 input frames; the target wins over multiplier."""
+    images = _images(start=30, count=5, size=(96, 40))
+    out, fps = _call("STVSRUpsample", model, images, frame_rate=24000 / 1001, target_fps=60000 / 1001, multiplier=3)
+    assert out.shape[0] == 11 and fps == 60000 / 1001  # floor(4 * 5/2) + 1
+    typed, fps_typed = _call("STVSRUpsample", model, images, frame_rate=23.976, target_fps=59.94)  # widget values
+    assert fps_typed == fps and torch.equal(typed, out)
+    up = _call("STVSRSpatialUpscale", model, images)[0]
+    assert (out[0::5] - up[0::2]).abs().max() < 1e-5  # output frames 0, 5, 10 are source frames 0, 2, 4
+    with pytest.raises(InputError, match="frame rate is unknown, so target_fps needs it"):
+        _call("STVSRUpsample", model, images, target_fps=60.0)
+    prompt = {"5": {"class_type": "STVSRUpsample", "inputs": {}},
+              "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0]}}}
+    with pytest.raises(InputError, match="target_fps needs it"):  # needed even when nothing reads the rate
+        _call("STVSRUpsample", model, images, target_fps=60.0, prompt=prompt, unique_id="5")
+
+
+def test_spatial_only_and_temporal_only(model):
+    images = _images(start=30, count=3, size=(96, 40))
+    up = _call("STVSRSpatialUpscale", model, images)[0]
+    same, fps = _call("STVSRUpsample", model, images, frame_rate=25.0, multiplier=1)
+    assert same.shape == up.shape and fps == 25.0 and (same - up).abs().max() < 1e-5
+    one, _ = _call("STVSRUpsample", model, images[:1], frame_rate=25.0, multiplier=1)  # one image is fine
+    assert one.shape == (1, 80, 192, 3)
+    low, fps = _call("STVSRUpsample", model, images, frame_rate=25.0, upscale=False)
+    assert low.shape == (5, 40, 96, 3) and fps == 50.0
+    assert (low[0::2] - images).abs().max() < 1e-6 and not torch.equal(low[1], low[0])
+    mid = _call("STVSRFrameInterpolate", model, images)[0]
+    assert (low - mid).abs().max() < 1 / 255  # Frame Interpolate's M_T
+    low3, fps = _call("STVSRUpsample", model, images, frame_rate=25.0, upscale=False, multiplier=3)
+    assert low3.shape == (7, 40, 96, 3) and fps == 75.0
+    with pytest.raises(InputError, match="STVSR Upsample: temporal-only .* leaves nothing to do"):
+        _call("STVSRUpsample", model, images, frame_rate=25.0, upscale=False, multiplier=1)
+
+
+def test_frame_interpolate_multiplier_3_and_cuts(model):
+    images = _images(start=30, count=3, size=(160, 68))
+    mid = _call("STVSRFrameInterpolate", model, images, multiplier=3)[0]
+    assert mid.shape == (7, 68, 160, 3) and torch.equal(mid[0::3], images)
+    assert not torch.equal(mid[1], mid[2])  # t = 1/3, 2/3
+    cut = _call("STVSRFrameInterpolate", model, _images(start=8, count=3, size=(160, 68)), multiplier=3)[0]
+    assert torch.equal(cut[4], cut[3]) and torch.equal(cut[5], cut[3])  # frames 9 -> 10: a hard cut
+
+
+def test_separate_nodes_at_multiplier_3_equal_all_in_one(model):
+    images = _images(start=6, count=5, size=(160, 68), crop=(64, 160))  # a cut after frame 3
+    up, H_st, H_ts = _call("STVSRDualStreamUpsample", model, images, multiplier=3)
+    assert up.shape == (5, 128, 320, 3) and H_st.shape == H_ts.shape == (8, 128, 320, 3)
+    H_R = _call("STVSRRefine", model, _call("STVSRFuseStreams", model, H_st, H_ts)[0])[0]
+    separate = _call("STVSRInterleave", up, H_R, source=images)[0]
+    together, fps = _call("STVSRUpsample", model, images, frame_rate=25.0, multiplier=3)
+    assert together.shape == separate.shape == (13, 128, 320, 3) and fps == 75.0
+    diff = (together - separate).abs()
+    assert diff.max() < 1 / 255 and diff.mean() < 1e-5
+    assert torch.equal(together[10], together[9]) and torch.equal(together[11], together[9])  # the cut
+    with pytest.raises(InputError, match="Interleave: 5 frames need \\(multiplier-1\\) x 4 in-between frames"):
+        _call("STVSRInterleave", up, H_R[:7])
+
+
+def test_x4_model_through_every_node(x4):
+    """A 4x model: every node reads the scale from the model's descriptor."""
+    assert x4.scale == 4
+    images = _images(start=6, count=3, size=(64, 28))
+    up = _call("STVSRSpatialUpscale", x4, images)[0]
+    assert up.shape == (3, 112, 256, 3)
+    sr, H_st, H_ts = _call("STVSRDualStreamUpsample", x4, images)
+    assert sr.shape == (3, 112, 256, 3) and H_st.shape == (2, 112, 256, 3) and torch.allclose(sr, up, atol=1e-5)
+    H_F, M_st, _ = _call("STVSRFuseStreams", x4, H_st, H_ts)
+    assert H_F.shape == H_st.shape and M_st.shape == (2, 112, 256)
+    H_R = _call("STVSRRefine", x4, H_F)[0]
+    separate = _call("STVSRInterleave", sr, H_R, source=images)[0]
+    together, fps = _call("STVSRUpsample", x4, images, frame_rate=25.0)
+    assert together.shape == separate.shape == (5, 112, 256, 3) and fps == 50.0
+    assert (together - separate).abs().max() < 1 / 255
+    three, fps = _call("STVSRUpsample", x4, images, frame_rate=25.0, multiplier=3)
+    assert three.shape == (7, 112, 256, 3) and fps == 75.0
+    assert _call("STVSRUpsample", x4, images, frame_rate=25.0, upscale=False)[0].shape == (5, 28, 64, 3)
+
+
+def test_x4_model_from_the_models_folder(x4_file, monkeypatch):
+    """As in ComfyUI: the file is listed from models/stvsr and loaded by its name."""
+    folder = SimpleNamespace(get_filename_list=lambda name: [x4_file.name],
+                             get_full_path=lambda name, file: str(x4_file.parent / file))
+    monkeypatch.setattr(host, "folder_paths", folder)
+    assert x4_file.name in N["LoadSTVSRModel"].INPUT_TYPES()["required"]["model_name"][0]
+    loaded = _call("LoadSTVSRModel", x4_file.name, "cpu", "auto")[0]
+    assert loaded.scale == 4 and loaded.model.info.scale == 4
+
+
+@pytest.mark.parametrize("retime, counts", [
+    ({"multiplier": 3}, [7, 9, 6]),  # 22 = (8 - 1) * 3 + 1
+    ({"frame_rate": 24000 / 1001, "target_fps": 60000 / 1001}, [6, 7, 5]),  # 18 = floor(7 * 5/2) + 1
+])
+def test_meta_batches_at_any_rate_give_the_slices_of_one_run(model, retime, counts):
+    """Batches of 3 + 3 + 2 frames at multiplier 3, or at 5/2 where a batch's slots do not start on
+    one of its own frames: each batch's output is its slice of the one run's timeline."""
+    rate = {"frame_rate": 25.0, **retime}
+    images = _images(start=2, count=8, size=(96, 40))  # a scene cut after frame 7 of the clip
+    whole, fps = _call("STVSRUpsample", model, images, **rate)
+    manager = SimpleNamespace(unique_id="9")
+
+    def prompt(requeue):
+        return {"9": {"class_type": "VHS_BatchManager", "inputs": {"frames_per_batch": 3, "requeue": requeue}},
+                "5": {"class_type": "STVSRUpsample", "inputs": {"meta_batch": ["9", 0]}}}
+
+    node = N["STVSRUpsample"]()
+    parts = [node.upsample(model, images[k:k + 3], meta_batch=manager, prompt=prompt(k // 3), unique_id="5", **rate)
+             for k in (0, 3, 6)]
+    assert [p[0].shape[0] for p in parts] == counts and sum(counts) == whole.shape[0]
+    assert {p[1] for p in parts} == {fps}
+    assert (torch.cat([p[0] for p in parts]) - whole).abs().max() < 1 / 255

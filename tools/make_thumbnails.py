@@ -2,7 +2,7 @@
 each template: queues workflows/api/<name>_api.json in a running ComfyUI that has this pack
 loaded and crops the middle frame (an in-between frame) that each of its Save Image nodes writes.
 
-Run: python tools/make_thumbnails.py http://127.0.0.1:8188
+Run: python tools/make_thumbnails.py http://127.0.0.1:8188 [NAME ...]  (default: every template)
 """
 from __future__ import annotations
 
@@ -54,7 +54,10 @@ def middle_frames(url: str, prompt: dict) -> list[Image.Image]:
 
 if __name__ == "__main__":
     url = sys.argv[1].rstrip("/") if len(sys.argv) > 1 else "http://127.0.0.1:8188"
+    names = set(sys.argv[2:])
     for ui in sorted((ROOT / "example_workflows").glob("*.json")):
+        if names and ui.stem not in names:
+            continue
         prompt = json.loads((ROOT / "workflows" / "api" / f"{ui.stem}_api.json").read_text())
         thumbnail(middle_frames(url, prompt)).save(ui.with_suffix(".jpg"), quality=85)
         print("wrote", ui.with_suffix(".jpg").relative_to(ROOT))

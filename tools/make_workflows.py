@@ -25,19 +25,29 @@ LOAD = [
      [("stvsr_model", "STVSR_MODEL")], False),
 ]
 
-GRAPHS = {
-    "stvsr_upsample": LOAD + [
-        (5, "STVSRUpsample", {"scene_threshold": 0.15, "tile": 0, "exact_double": False, "frame_rate": 0.0},
+
+def upsample(prefix: str, multiplier: int) -> list:
+    """Load Video -> STVSR Upsample (widgets in the node's order) -> Save Image and a video at the new rate."""
+    widgets = {"scene_threshold": 0.15, "tile": 0, "exact_double": False, "frame_rate": 0.0,
+               "multiplier": multiplier, "target_fps": 0.0, "upscale": True}
+    return LOAD + [
+        (5, "STVSRUpsample", widgets,
          {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (3, 0, "IMAGE"), "frame_rate": (2, 2, "FLOAT")},
          [("images", "IMAGE"), ("frame_rate", "FLOAT")], False),
-        (6, "SaveImage", {"filename_prefix": "stvsr/upsample"}, {"images": (5, 0, "IMAGE")}, [], False),
-        (7, "CreateVideo", {"fps": 50.0}, {"images": (5, 0, "IMAGE"), "fps": (5, 1, "FLOAT")},
+        (6, "SaveImage", {"filename_prefix": f"stvsr/{prefix}"}, {"images": (5, 0, "IMAGE")}, [], False),
+        (7, "CreateVideo", {"fps": 25.0 * multiplier}, {"images": (5, 0, "IMAGE"), "fps": (5, 1, "FLOAT")},
          [("VIDEO", "VIDEO")], True),
-        (8, "SaveVideo", {"filename_prefix": "video/stvsr", "format": "auto", "codec": "auto"},
+        (8, "SaveVideo", {"filename_prefix": "video/stvsr" + ("" if multiplier == 2 else f"_{prefix}"),
+                          "format": "auto", "codec": "auto"},
          {"video": (7, 0, "VIDEO")}, [], True),
-    ],
+    ]
+
+
+GRAPHS = {
+    "stvsr_upsample": upsample("upsample", 2),
+    "stvsr_triple_rate": upsample("triple_rate", 3),  # multiplier 3: 25 fps -> 75 fps
     "stvsr_dual_stream": LOAD + [
-        (5, "STVSRDualStreamUpsample", {"tile": 0},
+        (5, "STVSRDualStreamUpsample", {"tile": 0, "multiplier": 2},
          {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (3, 0, "IMAGE")},
          [("upscaled_frames", "IMAGE"), ("H_st", "IMAGE"), ("H_ts", "IMAGE")], False),
         (6, "STVSRFuseStreams", {}, {"stvsr_model": (4, 0, "STVSR_MODEL"), "H_st": (5, 1, "IMAGE"),
