@@ -517,12 +517,9 @@ class STVSRUpsample:
 
 
 def _typed_rate(value: float) -> Fraction | None:
-    """A frame rate from a FLOAT (a widget keeps 3 decimals): NTSC rates typed as 23.976, 29.97 or
-    59.94 are n*1000/1001; others as the core reads them. None for 0 (not given)."""
-    if not value:
-        return None
-    ntsc = Fraction(round(value * 1.001) * 1000, 1001)
-    return ntsc if ntsc and abs(value - ntsc) < 5e-4 else as_fraction(float(value), "frame rate")
+    """A frame rate from a FLOAT (a widget keeps 3 decimals; the core reads 23.976 as 24000/1001);
+    None for 0 (not given)."""
+    return as_fraction(float(value), "frame rate") if value else None
 
 
 def _source_rate(frame_rate: float, video_info, needed: bool, for_target: bool = False) -> Fraction | None:

@@ -79,3 +79,10 @@ def test_bad_factors_and_rates_are_refused_in_one_line():
     with pytest.raises(ValueError, match="needs the input's frame rate"):
         Timeline(Retime(fps=60), None)
     assert as_fraction(30000 / 1001, "fps") == Fr(30000, 1001) and as_fraction(25.0, "fps") == 25 and as_fraction("60000/1001", "fps") == NTSC_60
+
+
+def test_typed_ntsc_rates_are_ntsc():
+    """A widget's 59.94 and a command line's "23.976" mean 60000/1001 and 24000/1001 in every host."""
+    assert as_fraction(59.94, "fps") == NTSC_60 and as_fraction("23.976", "fps") == NTSC_FILM
+    assert as_fraction(29.97, "fps") == Fr(30000, 1001) and as_fraction("12.5", "fps") == Fr(25, 2)
+    assert as_fraction(25.0, "fps") == 25 and as_fraction("2997/100", "fps") == Fr(2997, 100)  # exact stays exact
