@@ -237,7 +237,9 @@ def _run(args) -> int:
     h, w = src.size
     oh, ow = (w, h) if turn % 180 else (h, w)
     rotated = f", rotated {src.rotation} degrees: {'kept' if keep else 'applied'}" if src.display_matrix else ""
-    length = "?" if n_out is None else f"{n_out} frames, {float(n_out / fps_out):.3f} s"
+    # at an fps target the timestamps place the frames: a variable-rate input's count is known at the end
+    about = "about " if timeline.by_time and src.variable_rate else ""
+    length = "?" if n_out is None else f"{about}{n_out} frames, {float(n_out / fps_out):.3f} s"
     print(f"stvsr: {args.input} ({w}x{h}, {src.count or '?'} frames, {_rate(fps_in)} fps) -> {args.output} "
           f"({ow * s}x{oh * s}, {length} at {_rate(fps_out)} fps, x{timeline.factor} frame rate{rotated}) "
           f"on {engine.precision}", file=sys.stderr)

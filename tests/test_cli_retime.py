@@ -220,6 +220,7 @@ def test_variable_frame_rate_to_a_target_fps(tmp_path, untrained_file, capsys):
     assert code == 0, lines
     t_out = _video(out)[0]
     assert t_out == [Fraction(j, 60) for j in range(38)]  # 0.632 s * 60 = 37.9
+    assert "(192x96, about 28 frames" in lines[0]  # from the average rate: the timestamps decide
     assert "wrote 38 frames (0.633 s at 60 fps)" in lines[-1]
 
 
