@@ -27,7 +27,7 @@ from .weights import WeightsError
 log = logging.getLogger("stvsr")
 
 
-_DEFAULTS = EngineOptions()  # the one source of defaults: the node widgets and the filter read it too
+_DEFAULTS = EngineOptions()  # the one source of defaults, for every host: no literals here
 
 
 def add_parser(sub):
@@ -59,7 +59,7 @@ def add_parser(sub):
                         "at the input's resolution)")
     p.add_argument("--exact-double", action="store_true", default=d.exact_double,
                    help="keep the input's duration: the last frame is held for its own period (2N frames at x2, "
-                        "N*factor in general) instead of ending on the last input frame (2N-1 at x2)")
+                        "ceil(N*factor) in general) instead of ending on the last input frame (2N-1 at x2)")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help=f"network precision (default: {d.precision}: fp16 on CUDA, bf16 on CPUs where it "
                         "measures faster than fp32, else fp32; dev-set PSNR within 0.01 dB)")
