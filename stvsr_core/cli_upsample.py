@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -17,8 +18,8 @@ from tqdm import tqdm
 from .backends import BACKENDS
 from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
-from .runtime import from_flags
-from .scenecut import DEFAULT_THRESHOLD
+from .runtime import PRECISIONS, from_flags
+from .timeline import Retime, as_fraction
 from .video_io import (DEFAULT_FPS, DEMO_CLIP, MediaError, check_output, keeps_rotation, open_writer, read_frames,
                        upright)
 from .weights import WeightsError
@@ -26,9 +27,16 @@ from .weights import WeightsError
 log = logging.getLogger("stvsr")
 
 
+_DEFAULTS = EngineOptions()  # the one source of defaults, for every host: no literals here
+
+
 def add_parser(sub):
-    p = sub.add_parser("upsample", help="2x width and height, 2x frame rate",
-                       description="Upsample a clip: N frames -> 2N-1 frames at twice the size and frame rate.")
+    d = _DEFAULTS
+    p = sub.add_parser("upsample", help="upscale a clip and raise its frame rate (x2 and x2 by default)",
+                       description="Upsample a clip: frames at the model's scale (2x width and height for the "
+                                   "shipped models) and --factor times the frame rate (N frames -> 2N-1 at the "
+                                   "default x2), or a target rate with --fps. --factor 1 is spatial-only, "
+                                   "--no-upscale temporal-only.")
     p.add_argument("input", nargs="?", default=str(DEMO_CLIP),
                    help="video file or folder of images (default: the bundled demo clip)")
     p.add_argument("-o", "--output", required=True,
@@ -36,23 +44,44 @@ def add_parser(sub):
                         "extension or an existing folder")
     p.add_argument("--model", default="default", help=f"shipped model name or .safetensors path (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
-                   help="half precision (default: on for CUDA)")
-    p.add_argument("--tile", type=int, default=0, help="low-res tile size in pixels (0: only for frames over 1280x720)")
-    p.add_argument("--tile-pad", type=int, default=32, help="low-res overlap between tiles")
-    p.add_argument("--scene-threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="scene-cut sensitivity (mean luma change, 0..1); 0 turns detection off")
-    p.add_argument("--exact-double", action="store_true", help="2N output frames (last repeated) instead of 2N-1")
-    p.add_argument("--fps", type=Fraction, default=None, help="input frame rate for image folders (default 25)")
+    p.add_argument("--factor", default=None, metavar="N[/D]",
+                   help=f"output frames per input frame: 2, 3, 4, 5/2, 2.5 (default: {d.factor}); 1 = spatial-only "
+                        "(no new frames)")
+    p.add_argument("--fps", default=None, metavar="NUM[/DEN]",
+                   help="target OUTPUT frame rate instead of a factor: 60, 60000/1001 (59.94, 29.97, 23.976 and "
+                        "23.98 mean the NTSC rates N*1000/1001); wins over --factor. (--fps used to set an image "
+                        "folder's rate: that is --input-fps)")
+    p.add_argument("--input-fps", default=None, metavar="NUM[/DEN]",
+                   help=f"frame rate of an input that states none: a folder of images (default: {DEFAULT_FPS}; "
+                        "ffmpeg's -framerate). A video's own rate is always used")
+    p.add_argument("--upscale", action=argparse.BooleanOptionalAction, default=d.upscale,
+                   help="--no-upscale: temporal-only, the frames keep their size (in-between frames from M_T "
+                        "at the input's resolution)")
+    p.add_argument("--exact-double", action="store_true", default=d.exact_double,
+                   help="keep the input's duration: the last frame is held for its own period (2N frames at x2, "
+                        "ceil(N*factor) in general) instead of ending on the last input frame (2N-1 at x2)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help=f"network precision (default: {d.precision}: fp16 on CUDA, bf16 on CPUs where it "
+                        "measures faster than fp32, else fp32; dev-set PSNR within 0.01 dB)")
+    # deprecated on/off aliases of --precision (0.1): --fp16 = fp16, --bf16 = bf16, --no-fp16/--no-bf16 = fp32
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--tile", type=int, default=d.tile,
+                   help=f"low-res tile size in pixels (default: {d.tile}: only for frames over 1280x720)")
+    p.add_argument("--tile-pad", type=int, default=d.tile_pad,
+                   help=f"low-res overlap between tiles (default: {d.tile_pad})")
+    p.add_argument("--scene-threshold", type=float, default=d.scene_threshold,
+                   help=f"scene-cut sensitivity (mean luma change, 0..1; default: {d.scene_threshold}); 0 turns "
+                        "detection off")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 networks (default: on for CPUs where it measures faster than fp32; dev-set PSNR within 0.01 dB)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads (default: 0, tuned while running to what the machine's load leaves free)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="frame pairs computed at once (2: about 1.15x faster on a 2-core CPU, more memory)")
-    p.add_argument("--backend", default="torch", choices=BACKENDS,
-                   help="torch (default); torch-compile (torch.compile: needs a C compiler, ~30 s to compile "
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help=f"CPU threads (default: {d.threads}, tuned while running to what the machine's load "
+                        "leaves free)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help=f"frame pairs computed at once (default: {d.workers}; 2: about 1.15x faster on a 2-core "
+                        "CPU, more memory)")
+    p.add_argument("--backend", default=d.backend, choices=BACKENDS,
+                   help=f"{d.backend} (default); torch-compile (torch.compile: needs a C compiler, ~30 s to compile "
                         "on first use); openvino / openvino-bf16 on the CPU (pip install 'stvsr[openvino]')")
     p.set_defaults(func=run)
 
@@ -114,11 +143,83 @@ def run(args) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _number(text: str | None, option: str, rate: bool = False) -> Fraction | None:
+    """--factor, --fps, --input-fps: N, NUM/DEN or a decimal, exactly; for a rate, the decimals that
+    players show for the NTSC rates N*1000/1001 (23.976, 23.98, 29.97, 59.94) mean those rates."""
+    if text is None:
+        return None
+    try:
+        value = as_fraction(text.strip(), option)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if rate and "." in text and "/" not in text:
+        ntsc = Fraction(round(value * Fraction(1001, 1000)) * 1000, 1001)
+        if ntsc and abs(value - ntsc) < Fraction(1, 200):
+            value = ntsc
+    return value
+
+
+def _rate(fps: Fraction) -> str:
+    """A frame rate for the start and final lines: 25, 59.940 (60000/1001)."""
+    return str(fps) if fps.denominator == 1 else f"{float(fps):.3f} ({fps})"
+
+
+def _retime(args):
+    """(factor, fps target, input rate) from the options, each checked before anything is read."""
+    factor = _number(args.factor, "--factor")
+    fps = _number(args.fps, "--fps", rate=True)
+    input_fps = _number(args.input_fps, "--input-fps", rate=True)
+    if fps is not None and factor is not None:
+        log.warning("--factor %s ignored: --fps %s sets the output rate", args.factor, args.fps)
+    return (_DEFAULTS.factor if factor is None else factor), fps, input_fps
+
+
+def _precision(args) -> str:
+    """--precision, or the deprecated --fp16/--bf16 on/off flags it replaces."""
+    if args.fp16 is None and args.bf16 is None:
+        return args.precision or _DEFAULTS.precision
+    flags = from_flags(args.fp16, args.bf16)
+    if args.precision is not None and args.precision != flags:
+        raise InputError(f"--precision {args.precision} disagrees with the deprecated --fp16/--bf16 flag "
+                         f"({flags}): give --precision alone")
+    log.warning("--fp16/--bf16 are deprecated: use --precision %s", flags)
+    return flags
+
+
+def _time_base(src_tb: Fraction | None, timeline) -> Fraction:
+    """A time base that holds every output timestamp exactly. At a factor n/d an output frame lies
+    a multiple of 1/n of its pair's interval after a source timestamp (units of src_tb), so src_tb/n
+    holds them; with an fps target frame j is at the first frame's time + j/fps_out. Frames without
+    timestamps (image folders) are at j/fps_out. A unit too fine for the container's 32-bit
+    rationals falls back to microseconds (far within half a frame)."""
+    period = 1 / timeline.fps_out
+    if src_tb is None:
+        unit = period
+    elif timeline.by_time:
+        unit = Fraction(math.gcd(src_tb.numerator, period.numerator), math.lcm(src_tb.denominator, period.denominator))
+    else:
+        unit = src_tb / timeline.factor.numerator
+    return unit if unit.denominator < 2 ** 31 and unit.numerator < 2 ** 31 else Fraction(1, 1_000_000)
+
+
 def _run(args) -> int:
+    factor, fps, input_fps = _retime(args)
+    precision = _precision(args)
     check_output(args.output, args.input, args.overwrite)  # before decoding and the model
     src = read_frames(args.input)
-    if src.count is not None and src.count < 2:
-        raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames")
+    fps_in = src.fps
+    if fps_in is None:
+        if input_fps is None and fps is not None:
+            what = "a folder of images" if src.path.is_dir() else "its video stream"
+            raise InputError(f"{args.input}: {what} states no frame rate, which --fps (the output rate) is "
+                             "relative to: give the input's rate with --input-fps RATE, or a --factor")
+        fps_in = input_fps or DEFAULT_FPS
+    elif input_fps is not None and input_fps != fps_in:
+        log.warning("--input-fps %s ignored: %s states its own rate, %s fps", args.input_fps, args.input, _rate(fps_in))
+    temporal = Retime(factor, fps).temporal
+    if temporal and src.count is not None and src.count < 2:
+        raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames "
+                         "(--factor 1 upscales a single frame)")
     keep = keeps_rotation(args.output)
     turn = 0 if keep else src.rotation  # applied to the frames where the output has no display matrix
     if src.display_matrix and not keep and (src.mirrored or turn % 90):
@@ -126,20 +227,22 @@ def _run(args) -> int:
                          f"the picture{'' if src.mirrored else f' by {turn} degrees'}, which only a video "
                          f"output keeps: write .mp4, .mov, .mkv or .webm")
     model = load_model(args.model)
-    opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold or None,
-                         exact_double=args.exact_double, precision=from_flags(args.fp16, args.bf16), backend=args.backend,
-                         workers=args.workers, threads=args.threads)
+    opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold,
+                         factor=factor, fps=fps, exact_double=args.exact_double, upscale=args.upscale,
+                         precision=precision, backend=args.backend, workers=args.workers, threads=args.threads)
     engine = Engine(model, args.device, opts)
-    fps_in = src.fps or args.fps or DEFAULT_FPS
     timeline = engine.timeline(fps_in)
-    fps_out = timeline.fps_out
+    fps_out, s = timeline.fps_out, engine.scale
     n_out = None if src.count is None else timeline.count(src.count)
     h, w = src.size
     oh, ow = (w, h) if turn % 180 else (h, w)
     rotated = f", rotated {src.rotation} degrees: {'kept' if keep else 'applied'}" if src.display_matrix else ""
-    print(f"stvsr: {args.input} ({w}x{h}, {src.count or '?'} frames, {float(fps_in):.3f} fps) -> {args.output} "
-          f"({ow * 2}x{oh * 2}, {n_out or '?'} frames, {float(fps_out):.3f} fps{rotated}) on {engine.precision}",
-          file=sys.stderr)
+    # at an fps target the timestamps place the frames: a variable-rate input's count is known at the end
+    about = "about " if timeline.by_time and src.variable_rate else ""
+    length = "?" if n_out is None else f"{about}{n_out} frames, {float(n_out / fps_out):.3f} s"
+    print(f"stvsr: {args.input} ({w}x{h}, {src.count or '?'} frames, {_rate(fps_in)} fps) -> {args.output} "
+          f"({ow * s}x{oh * s}, {length} at {_rate(fps_out)} fps, x{timeline.factor} frame rate{rotated}) "
+          f"on {engine.precision}", file=sys.stderr)
     t0 = time.time()
 
     def frames():
@@ -147,18 +250,22 @@ def _run(args) -> int:
             timeline.add(t)
             yield _to_tensor(upright(rgb, turn))
 
-    time_base = src.time_base / 2 if src.time_base else 1 / fps_out  # midpoints fall on half units
+    first = last = None
     with tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True) as bar, \
             open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None,
-                        src.display_matrix if keep else None, time_base) as writer:
+                        src.display_matrix if keep else None, _time_base(src.time_base, timeline)) as writer:
         for out in engine.run(frames(), total=src.count, progress=lambda d, n: bar.update(1), timeline=timeline):
-            writer.write(_to_rgb(out), timeline.issued.popleft().time)
+            last = timeline.issued.popleft().time
+            first = last if first is None else first
+            writer.write(_to_rgb(out), last)
     if timeline.repaired:
         log.warning("%d frame(s) of %s had a missing or out-of-order timestamp: each was placed one frame "
                     "period after the previous", timeline.repaired, args.input)
     dt = time.time() - t0
-    print(f"stvsr: wrote {writer.count} frames in {dt:.1f} s ({writer.count / dt:.2f} frames/s), "
-          f"{engine.stats['scene_cuts']} scene cut(s) kept as cuts", file=sys.stderr)
+    span = (last - first + 1 / fps_out) if writer.count else Fraction(0)  # to the end of the last frame
+    print(f"stvsr: wrote {writer.count} frames ({float(span):.3f} s at {_rate(fps_out)} fps) in {dt:.1f} s "
+          f"({writer.count / dt:.2f} frames/s), {engine.stats['scene_cuts']} scene cut(s) kept as cuts",
+          file=sys.stderr)
     if src.error:  # a truncated file: the output is valid but shorter, and the caller must know
         announced = f" of {src.count} announced" if src.count else ""
         print(f"stvsr upsample: warning: {args.input}: {src.error}: wrote {writer.count} frames from its first "

@@ -54,6 +54,7 @@ class Source:
     audio: bool = False
     display_matrix: bytes | None = None  # FFmpeg's 3x3 int32 orientation matrix (phone video)
     time_base: Fraction | None = None  # unit of the stream's timestamps
+    variable_rate: bool = False    # the average rate differs from the stream's stated rate (phone video)
     error: str | None = None       # set when decoding stopped short of the end the header announced
 
     @property
@@ -172,7 +173,7 @@ def _read_video(path: Path) -> Source:
     matrix = first_frame.side_data.get(SideDataType.DISPLAYMATRIX)
     src = Source(path, gen(), stream.frames or None, Fraction(fps) if fps else None, first.shape[:2],
                  audio=bool(container.streams.audio), display_matrix=bytes(matrix) if matrix else None,
-                 time_base=tb)
+                 time_base=tb, variable_rate=bool(fps and stream.guessed_rate and fps != stream.guessed_rate))
     return src
 
 
