@@ -143,20 +143,15 @@ def run(args) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _number(text: str | None, option: str, rate: bool = False) -> Fraction | None:
-    """--factor, --fps, --input-fps: N, NUM/DEN or a decimal, exactly; for a rate, the decimals that
-    players show for the NTSC rates N*1000/1001 (23.976, 23.98, 29.97, 59.94) mean those rates."""
+def _number(text: str | None, option: str) -> Fraction | None:
+    """--factor, --fps, --input-fps: N, NUM/DEN or a decimal, read as every host reads them
+    (timeline.as_fraction: 23.976, 23.98, 29.97, 59.94 are the NTSC rates N*1000/1001)."""
     if text is None:
         return None
     try:
-        value = as_fraction(text.strip(), option)
+        return as_fraction(text.strip(), option)
     except ValueError as e:
         raise InputError(str(e)) from None
-    if rate and "." in text and "/" not in text:
-        ntsc = Fraction(round(value * Fraction(1001, 1000)) * 1000, 1001)
-        if ntsc and abs(value - ntsc) < Fraction(1, 200):
-            value = ntsc
-    return value
 
 
 def _rate(fps: Fraction) -> str:
@@ -167,8 +162,8 @@ def _rate(fps: Fraction) -> str:
 def _retime(args):
     """(factor, fps target, input rate) from the options, each checked before anything is read."""
     factor = _number(args.factor, "--factor")
-    fps = _number(args.fps, "--fps", rate=True)
-    input_fps = _number(args.input_fps, "--input-fps", rate=True)
+    fps = _number(args.fps, "--fps")
+    input_fps = _number(args.input_fps, "--input-fps")
     if fps is not None and factor is not None:
         log.warning("--factor %s ignored: --fps %s sets the output rate", args.factor, args.fps)
     return (_DEFAULTS.factor if factor is None else factor), fps, input_fps

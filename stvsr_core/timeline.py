@@ -20,8 +20,8 @@ DEFAULT_FACTOR = Fraction(2)
 
 def as_fraction(value, what: str) -> Fraction:
     """A positive rate or factor from an int, a Fraction, 'NUM/DEN' text or a decimal (float or
-    text). Decimals within 0.0005 of an NTSC rate n*1000/1001 are that rate: 23.976, 29.97 and
-    59.94 as typed mean 24000/1001, 30000/1001 and 60000/1001."""
+    text). Decimals within 0.005 of an NTSC rate n*1000/1001 are that rate: 23.976 (or 23.98), 29.97
+    and 59.94 as typed or shown by players mean 24000/1001, 30000/1001 and 60000/1001."""
     try:
         f = Fraction(value)
     except (ValueError, TypeError, ZeroDivisionError):
@@ -31,7 +31,7 @@ def as_fraction(value, what: str) -> Fraction:
     decimal = isinstance(value, float) or (isinstance(value, str) and "." in value)
     if decimal and f.denominator != 1:
         ntsc = Fraction(round(f * Fraction(1001, 1000)) * 1000, 1001)
-        f = ntsc if ntsc and abs(f - ntsc) < Fraction(5, 10000) else f.limit_denominator(1001)
+        f = ntsc if ntsc and abs(f - ntsc) < Fraction(1, 200) else f.limit_denominator(1001)
     return f
 
 

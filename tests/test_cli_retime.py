@@ -362,8 +362,8 @@ def test_help_shows_the_new_options_and_defaults(capsys):
                                          ("2997/100", Fraction(2997, 100)), ("30.0", Fraction(30)),
                                          ("12.5", Fraction(25, 2)), ("119.88", Fraction(120000, 1001))])
 def test_rates_read_as_players_show_them(text, value):
-    assert cli_upsample._number(text, "--fps", rate=True) == value
-    assert cli_upsample._number("2.5", "--factor") == Fraction(5, 2)  # a factor is never snapped
+    assert cli_upsample._number(text, "--fps") == value
+    assert cli_upsample._number("2.5", "--factor") == Fraction(5, 2)
 
 
 # -- the bundled clip, default model (the README's examples) ------------------------------------------
