@@ -8,7 +8,7 @@ import sys
 
 def main(argv=None) -> int:
     from . import cli_backbones, cli_bench, cli_train, cli_upsample
-    parser = argparse.ArgumentParser(prog="stvsr", description="2x space, 2x time video super-resolution")
+    parser = argparse.ArgumentParser(prog="stvsr", description="spatiotemporal video super-resolution: more pixels and more frames (2x and 2x by default)")
     sub = parser.add_subparsers(dest="command", required=True)
     cli_upsample.add_parser(sub)
     cli_upsample.add_models_parser(sub)
