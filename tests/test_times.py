@@ -13,7 +13,7 @@ from stvsr_core.devsets import vimeo_times
 from stvsr_core.evaluate import evaluate
 from stvsr_core.train import stage_loss
 
-from helpers import CONFIGS, random_model
+from helpers import CONFIGS, ROOT, random_model
 
 
 def index_clip(n=40, cut_after=19, size=24):
@@ -167,3 +167,19 @@ def test_vimeo_times_frames_and_eval_per_t(tmp_path, untrained_file, capsys):
     (wrong / "times.json").write_text(json.dumps(spec))
     bad = evaluate([wrong], model, peers=False)
     assert bad["wrong t=3/4"]["bicubic + blend"]["psnr"] < res["vimeo_times t=1/4"]["bicubic + blend"]["psnr"] - 3
+
+
+def test_multi_t_recipes_and_the_4x_model():
+    from stvsr_core.cli_train import init_part
+    from stvsr_core.recipes import RECIPES
+    assert all("times" not in r for k, r in RECIPES.items() if k not in ("stvsr-fast-times", "stvsr-fast-x4"))
+    shipped = str(ROOT / "stvsr_core" / "weights" / "stvsr-fast.safetensors")
+    for name, scale in (("stvsr-fast-times", 2), ("stvsr-fast-x4", 4)):
+        r = RECIPES[name]
+        assert r["times"] == (1 / 3, 1 / 2, 2 / 3) and [time_steps(t) for t in r["times"]] == [(1, 3), (1, 2), (2, 3)]
+        model = DualStream(r["model"]).eval()
+        for part in ("F", "R"):  # F and R work at any scale: both start from stvsr-fast's
+            init_part(model, shipped, part)
+        L0, L1 = torch.rand(2, 1, 3, 16, 24)
+        out = model(L0, L1, torch.tensor([0.25]))
+        assert out.H_R.shape == (1, 3, 16 * scale, 24 * scale) and out.L_mid.shape == L0.shape
