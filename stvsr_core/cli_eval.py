@@ -22,7 +22,7 @@ def add_parser(sub):
                    help="skip the SPAN -> RIFE peer rows (computed by default when stvsr[peers] is installed)")
     p.set_defaults(func=run)
 
-    d = sub.add_parser("devsets", help="build the large-motion dev sets (vimeo_wide, cockatoo_wide) from ../shared/data")
+    d = sub.add_parser("devsets", help="build the large-motion and other-t dev sets (vimeo_wide, vimeo_times, cockatoo_wide) from ../shared/data")
     d.add_argument("out", nargs="?", default=str(Path("~/.cache/stvsr-devsets").expanduser()),
                    help="folder to write them into (default: %(default)s); never inside the repository")
     d.add_argument("--data", default="../shared/data", help="the shared data folder (default: %(default)s)")

@@ -68,7 +68,8 @@ def run(args) -> int:
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     print(f"rank {rank}/{world}: {len(clips)} clips, {sum(len(c.valid) for c in clips)} triplets, {len(photos)} photos "
           f"({time.time() - t0:.0f} s)", flush=True)
-    sampler = TripletSampler(clips, photos, seed=args.seed + rank)  # each rank draws its own batches
+    times = recipe.get("times", (0.5,))
+    sampler = TripletSampler(clips, photos, seed=args.seed + rank, times=times)  # each rank draws its own batches
     model = DualStream(recipe["model"])
     load_pretrained(model)
     for spec in args.init:
@@ -77,13 +78,15 @@ def run(args) -> int:
     if cache:  # frozen pretrained backbones: both streams computed once (stream_cache.py)
         from . import stream_cache
         from .precision import cpu_prefers_bf16
-        sampler = TripletSampler(clips, photos, crop=cache["crop"], seed=args.seed, gaps=cache["gaps"])
+        sampler = TripletSampler(clips, photos, crop=cache["crop"], seed=args.seed, gaps=cache["gaps"],
+                                 times=times)
         folder = stream_cache.build(model, sampler, Path(args.out) / "streams", args.cache_samples or cache["samples"],
                                     bf16=cpu_prefers_bf16())
         sampler = stream_cache.StreamSampler(folder, seed=args.seed + rank)
     model = train(model, sampler, args.out, stages, seed=args.seed)
     if rank == 0:
         info = {"recipe": args.recipe, "stages": {k: dataclasses.asdict(v) for k, v in stages.items()},
+                "times": [round(t, 4) for t in times],
                 "data": [Path(d).name for d in args.data] + (["registry photos"] if photos else []),
                 "train_seconds": round(time.time() - t0)}
         save_weights(model, Path(args.out) / "model.safetensors", training=json.dumps(info))

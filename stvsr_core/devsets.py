@@ -5,6 +5,9 @@ measured on held-out video with larger motion. Two sets with 3-4x the motion:
 
 - `vimeo_wide`: frames 1, 4 and 7 of each Vimeo-90K septuplet of the dev set (its `_13`,
   `_35` and `_57` folders hold frames 1-3, 3-5 and 5-7 of one clip): predict frame 4 from 1 and 7.
+- `vimeo_times`: the same septuplets at other times: frames 1 and 5 in, 2, 3 and 4 predicted
+  at t = 1/4, 1/2 and 3/4 (and likewise 3 and 7 in, 4, 5, 6 predicted), where the frames in
+  between are real; `stvsr eval` scores it per t (evaluate.TIMES_FILE).
 - `cockatoo_wide`: triplets (k, k+2, k+4) of `cockatoo.mp4` (20 fps, close-up, strong motion)
   at half size (640x360), a clip that the stage-2 training of `stvsr-quality` holds out.
 
@@ -13,6 +16,7 @@ frames are derived from `../shared/data` and must never be committed.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,27 +24,48 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .evaluate import TIMES_FILE
 from .video_io import read_frames
 
 HELD_OUT_CLIPS = ("cockatoo.mp4",)  # never in stvsr-quality's training data
 
 
-def vimeo_wide(septuplets: Path, out: Path) -> int:
+def septuplets(folder: Path) -> dict[str, list[Path]]:
+    """{clip: paths of its frames 1..7} from the dev set's `_13`, `_35`, `_57` folders."""
     clips = defaultdict(dict)
-    for d in sorted(Path(septuplets).iterdir()):
+    for d in sorted(Path(folder).iterdir()):
         stem, _, part = d.name.rpartition("_")
         if d.is_dir() and part in ("13", "35", "57"):
             clips[stem][part] = d
+    return {stem: [p["13"] / "im1.png", p["13"] / "im2.png", p["13"] / "im3.png", p["35"] / "im2.png",
+                   p["57"] / "im1.png", p["57"] / "im2.png", p["57"] / "im3.png"]
+            for stem, p in sorted(clips.items()) if len(p) == 3}
+
+
+def vimeo_wide(septuplet_folder: Path, out: Path) -> int:
     n = 0
-    for stem, parts in sorted(clips.items()):
-        if len(parts) < 3:
-            continue
+    for stem, frames in septuplets(septuplet_folder).items():
         dst = out / stem
         dst.mkdir(parents=True, exist_ok=True)
-        for name, src in (("im1", parts["13"] / "im1.png"), ("im2", parts["35"] / "im2.png"),
-                          ("im3", parts["57"] / "im3.png")):
+        for name, src in (("im1", frames[0]), ("im2", frames[3]), ("im3", frames[6])):
             Image.open(src).save(dst / f"{name}.png")
         n += 1
+    return n
+
+
+def vimeo_times(septuplet_folder: Path, out: Path) -> int:
+    """Folders `<clip>_15` (frames 1-5) and `<clip>_37` (frames 3-7) as im1..im5: im1 and im5
+    in, im2, im3, im4 the truth at t = 1/4, 1/2, 3/4. Returns the number of folders."""
+    n = 0
+    for stem, frames in septuplets(septuplet_folder).items():
+        for first in (1, 3):
+            dst = out / f"{stem}_{first}{first + 4}"
+            dst.mkdir(parents=True, exist_ok=True)
+            for j in range(5):
+                Image.open(frames[first - 1 + j]).save(dst / f"im{j + 1}.png")
+            n += 1
+    spec = {"inputs": ["im1.png", "im5.png"], "targets": [[f"im{j + 2}.png", (j + 1) / 4] for j in range(3)]}
+    (out / TIMES_FILE).write_text(json.dumps(spec))
     return n
 
 
@@ -59,12 +84,15 @@ def clip_wide(video: Path, out: Path, gap: int = 2, count: int = 10, width: int 
 
 
 def build(data: Path, out: Path, log=print) -> list[Path]:
-    """Both sets under `out` from the shared data folder; returns their folders."""
+    """The sets under `out` from the shared data folder; returns their folders."""
     data, out = Path(data), Path(out)
     sets = []
     n = vimeo_wide(data / "eval" / "vimeo_septuplet", out / "vimeo_wide")
     log(f"vimeo_wide: {n} triplets (frames 1, 4, 7)")
     sets.append(out / "vimeo_wide")
+    n = vimeo_times(data / "eval" / "vimeo_septuplet", out / "vimeo_times")
+    log(f"vimeo_times: {n} quintuplets (frames 1-5 and 3-7: t = 1/4, 1/2, 3/4)")
+    sets.append(out / "vimeo_times")
     clip = data / "train" / "video" / "cockatoo.mp4"
     if clip.is_file():
         n = clip_wide(clip, out / "cockatoo_wide")

@@ -1,9 +1,15 @@
 """The evaluation protocol (shared/notes/evaluation.md): the paper's Table 2 on any triplet or
-sequence folders, baselines and every stage of the model scored on the same frames."""
+sequence folders, baselines and every stage of the model scored on the same frames.
+
+A set whose root holds `times.json` has real frames at several times between its two input
+frames (devsets.vimeo_times: t = 1/4, 1/2, 3/4 of Vimeo septuplets): it is scored per t,
+every method at that t, one table group each."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +24,7 @@ from .metrics import psnr, ssim, temporal_change_error
 from .video_io import IMAGE_EXTS, _natural_key
 
 STAGES = ("H_st", "H_ts", "H_F", "H_R")
+TIMES_FILE = "times.json"  # {"inputs": [name at t=0, name at t=1], "targets": [[name, t], ...]}
 
 
 @dataclass
@@ -39,6 +46,30 @@ def find_triplets(root: Path) -> Iterator[Triplet]:
         frames = sorted((p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
         for k in range(0, len(frames) - 2, 2):
             yield Triplet(f"{d.name}/{frames[k + 1].stem}", tuple(frames[k:k + 3]))
+
+
+@dataclass
+class Item:
+    """Two input frames and the real frames between them, each at its time t."""
+    name: str
+    ends: tuple          # paths of the input frames, at t = 0 and t = 1
+    targets: tuple       # ((t, path), ...)
+
+
+def find_items(root: Path) -> Iterator[Item]:
+    """A times set's folders (TIMES_FILE), else every triplet of `find_triplets` at t = 1/2."""
+    spec_file = Path(root) / TIMES_FILE
+    if spec_file.is_file():
+        spec = json.loads(spec_file.read_text())
+        for d in sorted((p for p in Path(root).iterdir() if p.is_dir()), key=_natural_key):
+            yield Item(d.name, tuple(d / f for f in spec["inputs"]), tuple((float(t), d / f) for f, t in spec["targets"]))
+        return
+    for tri in find_triplets(Path(root)):
+        yield Item(tri.name, (tri.frames[0], tri.frames[2]), ((0.5, tri.frames[1]),))
+
+
+def time_label(t: float) -> str:
+    return str(Fraction(t).limit_denominator(12))
 
 
 def peer_pipeline(model: DualStream, peers: bool):
@@ -65,45 +96,53 @@ def evaluate(roots: list[str | Path], model: DualStream, save: Path | None = Non
         print(f"stvsr eval: peer rows (SPAN -> RIFE) skipped: {why_not}")
     results = {}
     for root in map(Path, roots):
-        scores = defaultdict(lambda: {"psnr": [], "ssim": [], "tcons": []})
-        triplets = list(find_triplets(root))
-        if not triplets:
+        per_t = (root / TIMES_FILE).is_file()
+        group = (lambda t: f"{root.name} t={time_label(t)}") if per_t else (lambda t: root.name)
+        scores = defaultdict(lambda: defaultdict(lambda: {"psnr": [], "ssim": [], "tcons": []}))
+        items = list(find_items(root))
+        if not items:
             raise ValueError(f"{root}: no triplet (im1..im3.png) or sequence folders inside")
-        for i, tri in enumerate(triplets):
-            H = [crop_to_multiple(_load(p), model.scale)[None] for p in tri.frames]
-            L0, L1 = downsample(H[0], model.scale), downsample(H[2], model.scale)
-            out = predict_pair(model, L0, L1)
-            base = predict_pair(baseline, L0, L1)
-            ends = {"base": (base.H_prev, base.H_next), "model": (out.H_prev, out.H_next)}
-            preds = {"bicubic + blend": ("base", (base.H_prev + base.H_next) / 2),
-                     "DIS T->S": ("base", base.H_ts), "DIS S->T": ("base", base.H_st)}
-            if peer is not None:
-                p = peer(L0, L1)
-                ends["peer"] = (p["H_prev"], p["H_next"])
-                preds.update({"SPAN -> RIFE (S->T)": ("peer", p["S->T"]),
-                              "RIFE -> SPAN (T->S)": ("peer", p["T->S"])})
-            preds.update({s: ("model", getattr(out, s)) for s in STAGES})
-            for k, (who, v) in preds.items():
-                scores[k]["psnr"].append(psnr(v, H[1]))
-                scores[k]["ssim"].append(ssim(v, H[1]))
-                a, b = ends[who]
-                scores[k]["tcons"].append(temporal_change_error([a, v, b], H))
-            spatial = {"bicubic on input frame": base.H_prev, "M_S on input frame": out.H_prev}
-            if peer is not None:
-                spatial["SPAN (ncnn) on input frame"] = p["H_prev"]
-            for k, v in spatial.items():
-                scores[k]["psnr"].append(psnr(v, H[0]))
-                scores[k]["ssim"].append(ssim(v, H[0]))
-            if save is not None:
-                dst = Path(save) / root.name / f"{tri.name}.png"
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                img = (out.H_R[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-                Image.fromarray(img).save(dst)
+        for i, item in enumerate(items):
+            E = [crop_to_multiple(_load(p), model.scale)[None] for p in item.ends]
+            L0, L1 = downsample(E[0], model.scale), downsample(E[1], model.scale)
+            for t, target in item.targets:
+                Ht = crop_to_multiple(_load(target), model.scale)[None]
+                out = predict_pair(model, L0, L1, t)
+                base = predict_pair(baseline, L0, L1, t)
+                ends = {"base": (base.H_prev, base.H_next), "model": (out.H_prev, out.H_next)}
+                preds = {"bicubic + blend": ("base", (1 - t) * base.H_prev + t * base.H_next),
+                         "DIS T->S": ("base", base.H_ts), "DIS S->T": ("base", base.H_st)}
+                if peer is not None:
+                    p = peer(L0, L1, t)
+                    ends["peer"] = (p["H_prev"], p["H_next"])
+                    preds.update({"SPAN -> RIFE (S->T)": ("peer", p["S->T"]),
+                                  "RIFE -> SPAN (T->S)": ("peer", p["T->S"])})
+                preds.update({s: ("model", getattr(out, s)) for s in STAGES})
+                rows = scores[group(t)]
+                for k, (who, v) in preds.items():
+                    rows[k]["psnr"].append(psnr(v, Ht))
+                    rows[k]["ssim"].append(ssim(v, Ht))
+                    a, b = ends[who]
+                    rows[k]["tcons"].append(temporal_change_error([a, v, b], [E[0], Ht, E[1]]))
+                # the input frames' own scores, the same in every t's group
+                spatial = {"bicubic on input frame": base.H_prev, "M_S on input frame": out.H_prev}
+                if peer is not None:
+                    spatial["SPAN (ncnn) on input frame"] = p["H_prev"]
+                for k, v in spatial.items():
+                    rows[k]["psnr"].append(psnr(v, E[0]))
+                    rows[k]["ssim"].append(ssim(v, E[0]))
+                if save is not None:
+                    name = f"{item.name}_t{time_label(t).replace('/', '-')}" if per_t else item.name
+                    dst = Path(save) / root.name / f"{name}.png"
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    img = (out.H_R[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+                    Image.fromarray(img).save(dst)
             if progress:
-                progress(root.name, i + 1, len(triplets))
-        results[root.name] = {k: {"psnr": float(np.mean(v["psnr"])), "ssim": float(np.mean(v["ssim"])),
-                                  "tcons": float(np.mean(v["tcons"])) if v["tcons"] else None,
-                                  "n": len(v["psnr"])} for k, v in scores.items()}
+                progress(root.name, i + 1, len(items))
+        for g, rows in scores.items():
+            results[g] = {k: {"psnr": float(np.mean(v["psnr"])), "ssim": float(np.mean(v["ssim"])),
+                              "tcons": float(np.mean(v["tcons"])) if v["tcons"] else None,
+                              "n": len(v["psnr"])} for k, v in rows.items()}
     return results
 
 

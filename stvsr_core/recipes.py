@@ -1,7 +1,8 @@
 """Training recipes of the shipped models: architecture plus the three stages' schedules.
 
 Tuned for from-scratch training on a 2-core CPU in about an hour; scale the steps with
-`stvsr train --steps-scale` on bigger machines.
+`stvsr train --steps-scale` on bigger machines. A recipe's `times` (default: 1/2 only) are
+the in-between times its triplets are drawn at (data.TripletSampler).
 """
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ _FAST_HEADS = {"fusion": {"preset": "fast", "masks": 2}, "refine": {"preset": "l
 # M_T, F and R trained on top). Both streams are computed once per sample into a cache on
 # 256 px crops (RIFE needs context) with frame gaps 1 and 2 (larger motion); F and R then
 # train on 128 px crops of it.
+# The multi-t recipes: F and R also learn the frames at 1/3 and 2/3 (3x frame rate, and
+# the in-between times of any other factor lie between those the model has seen)
+_TIMES = (1 / 3, 1 / 2, 2 / 3)
+
+# 4x space: M_S from scratch (stage 1) on 192 px crops (48 px low-res); F and R on 256 px crops
+# (64 px low-res, enough context for DIS) with smaller batches. Measured 0.33, 0.69 and 0.83 s a
+# step on one thread: ~40 min in all
+_X4_STAGES = {1: StageSpec(steps=3600, lr=1e-3, batch=16, crop=192),
+              2: StageSpec(steps=900, lr=5e-4, batch=6, crop=256),
+              3: StageSpec(steps=500, lr=1e-4, batch=6, crop=256)}
+
 _QUALITY_STAGES = {2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128)}
 
 RECIPES = {
@@ -56,6 +68,18 @@ RECIPES = {
                              "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
                              **_FAST_HEADS},
                    "stages": _STAGES},
+    # stvsr-fast trained at t = 1/3, 1/2 and 2/3 (from stvsr-fast: --init its M_S, F and R; stages 2-3)
+    "stvsr-fast-times": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+                                   "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
+                                   **_FAST_HEADS},
+                         "stages": {2: StageSpec(steps=1500, lr=5e-4, batch=12, crop=128),
+                                    3: StageSpec(steps=750, lr=1e-4, batch=12, crop=128)},
+                         "times": _TIMES},
+    # stvsr-fast at 4x space: M_S (4x) from scratch, F and R (scale-free, from stvsr-fast: --init)
+    "stvsr-fast-x4": {"model": {"scale": 4, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+                                "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
+                                **_FAST_HEADS},
+                      "stages": _X4_STAGES, "times": _TIMES},
     # realtime: stream S->T alone (no F, no T->S, no R): M_S, then DIS (fast preset) once per pair
     # at low res with upsampled flows. M_S starts from stvsr-fast's (--init) and is fine-tuned
     # through the stream (stage 3; stages 1-2 have nothing to train here)

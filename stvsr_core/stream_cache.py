@@ -42,17 +42,17 @@ def build(model, sampler, folder: Path, samples: int, block: int = 16, bf16: boo
             done += n
             continue
         sampler.rng = np.random.default_rng(1_000_003 * (i // block + 1))  # a block is the same when resumed
-        hr = sampler.batch(n)
-        H0, Ht, H1 = hr[:, 0], hr[:, 1], hr[:, 2]
+        hr = sampler.batch(n)  # a TripletBatch: each sample's streams are made at its own t
+        H0, Ht, H1 = hr.frames[:, 0], hr.frames[:, 1], hr.frames[:, 2]
         L0, L1 = downsample(H0, s), downsample(H1, s)
         if has is not None:  # streams cached by a run whose F took no cue: add the cue only
             blocks = dict(has)
         else:
             with torch.inference_mode(), cast:
-                H_st, H_ts = stage2_streams(model, L0, L1)
+                H_st, H_ts = stage2_streams(model, L0, L1, hr.t)
             blocks = {"H_st": H_st.float().clamp(0, 1).half(), "H_ts": H_ts.float().clamp(0, 1).half(),
                       "target": Ht.half()}
-        cue = model.cue(L0, L1)
+        cue = model.cue(L0, L1, hr.t)
         if cue is not None:
             blocks["cue"] = cue.half()
         tmp = path.with_suffix(".partial")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, model_state, read_checkpoint, save_checkpoint
+from .data import TripletBatch
 from .degrade import downsample
 from .dual_stream import DualStream
 from .stream_cache import StreamBatch
@@ -53,9 +54,9 @@ def stage_parameters(model: DualStream, stage: int):
     return [p for m in mods for p in m.parameters()]
 
 
-def stage2_streams(model: DualStream, L0: torch.Tensor, L1: torch.Tensor):
+def stage2_streams(model: DualStream, L0: torch.Tensor, L1: torch.Tensor, t=0.5):
     """(H_st, H_ts) exactly as inference makes them (DualStream.streams, the engine's steps)."""
-    _, H_st, H_ts = model.streams(L0, L1, model.spatial(L0), model.spatial(L1))
+    _, H_st, H_ts = model.streams(L0, L1, model.spatial(L0), model.spatial(L1), t)
     return H_st, H_ts
 
 
@@ -67,27 +68,29 @@ def fusion_loss(model: DualStream, b: StreamBatch) -> tuple[torch.Tensor, dict]:
     return terms["F"] + terms["R"], terms
 
 
-def stage_loss(model: DualStream, hr, stage: int) -> tuple[torch.Tensor, dict]:
-    """hr: [B, 3(time), 3, H, W] high-res triplets, or for stage 2 a StreamBatch of cached
-    streams (frozen backbones too slow to run every step). Returns the loss and its terms."""
+def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | torch.Tensor, stage: int) -> tuple[torch.Tensor, dict]:
+    """hr: a TripletBatch (high-res triplets [B, 3(time), 3, H, W] and each middle frame's t,
+    a float or [B]; a bare tensor of triplets means t = 1/2), or for stage 2 a StreamBatch of
+    cached streams (frozen backbones too slow to run every step). Returns the loss and its terms."""
     if isinstance(hr, StreamBatch):
         return fusion_loss(model, hr)
+    frames, t = (hr.frames, hr.t) if isinstance(hr, TripletBatch) else (hr, 0.5)
     s = model.scale
-    H0, Ht, H1 = hr[:, 0], hr[:, 1], hr[:, 2]
+    H0, Ht, H1 = frames[:, 0], frames[:, 1], frames[:, 2]
     L0, Lt, L1 = (downsample(x, s) for x in (H0, Ht, H1))
     terms = {}
     if stage == 1:
         terms["M_S"] = l1(model.spatial(torch.cat([L0, Lt, L1])), torch.cat([H0, Ht, H1]))
         if "M_T" in model.info.trainable:
             # its own task, at both resolutions it will meet: the low-res and the high-res frames
-            terms["M_T"] = l1(model.M_T(L0, L1), Lt) + l1(model.M_T(H0, H1), Ht)
+            terms["M_T"] = l1(model.M_T(L0, L1, t), Lt) + l1(model.M_T(H0, H1, t), Ht)
         return sum(terms.values()), terms
     if stage == 2:
         with torch.no_grad():  # M_S and M_T are frozen
-            H_st, H_ts = stage2_streams(model, L0, L1)
-            cue = model.cue(L0, L1)
+            H_st, H_ts = stage2_streams(model, L0, L1, t)
+            cue = model.cue(L0, L1, t)
         return fusion_loss(model, StreamBatch(H_st, H_ts, Ht, cue))
-    out = model(L0, L1)
+    out = model(L0, L1, t)
     terms = {"S->T": l1(out.H_st, Ht), "T->S": l1(out.H_ts, Ht), "F": l1(out.H_F, Ht), "R": l1(out.H_R, Ht),
              "M_S": l1(out.H_prev, H0) + l1(out.H_next, H1), "M_T": l1(out.L_mid, Lt)}
     return sum(terms.values()), terms
@@ -100,7 +103,7 @@ class StageLoss(torch.nn.Module):
         super().__init__()
         self.model, self.stage = model, stage
 
-    def forward(self, hr: torch.Tensor):
+    def forward(self, hr):
         return stage_loss(self.model, hr, self.stage)
 
 

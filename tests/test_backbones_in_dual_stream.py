@@ -216,7 +216,7 @@ def test_stream_cache_round_trip(backbones, tmp_path):
     blocks = sorted(folder.glob("streams_*.safetensors"))
     assert len(blocks) == 2
     sampler.rng = np.random.default_rng(1_000_003)  # block 0's draw
-    hr = sampler.batch(2)
+    hr = sampler.batch(2).frames
     with torch.inference_mode():
         H_st, _ = stage2_streams(model, downsample(hr[:, 0]), downsample(hr[:, 2]))
     from safetensors.torch import load_file
