@@ -257,15 +257,18 @@ class STVSRFrameInterpolate:
         timeline = _timeline("Frame Interpolate", multiplier)
         out = torch.empty((timeline.count(n),) + tuple(images.shape[1:]))
         bar = host.Progress(out.shape[0])
-        cuts = {}
+        cuts, mids = {}, {}
         with stvsr_model.engine(x.shape[-2:], node="Frame Interpolate") as eng:
             for j in range(out.shape[0]):
                 s = timeline.slot(j, n)
                 a, b = x[s.k:s.k + 1], x[s.k + 1:s.k + 2]
                 if s.between and s.k not in cuts:
                     cuts[s.k] = is_cut(a, b, scene_threshold)
-                if s.between and not cuts[s.k]:  # M_T at t = i/multiplier
-                    out[j] = _image(eng.interpolate_frames(a, b, float(s.t)))[0]
+                if s.between and not cuts[s.k]:  # M_T at t = i/multiplier, one estimate per pair
+                    if s.k not in mids:
+                        times = [float(q.t) for q in timeline.slots_of_pair(s.k, n)]
+                        mids = {s.k: dict(zip(times, eng.interpolate_frames(a, b, times)))}
+                    out[j] = _image(mids[s.k][float(s.t)])[0]
                 else:  # a source frame, or an in-between slot of a cut pair: the frame before
                     out[j] = images[s.k]
                 bar.update(1)
@@ -311,8 +314,8 @@ class STVSRDualStreamUpsample:
                 sr[0] = _image(prev)[0]
                 for k, slots in enumerate(pairs):
                     cur = eng.upscale(x[k + 1:k + 2])  # each frame through M_S once
-                    for slot in slots:
-                        H_st, H_ts = eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur, float(slot.t))
+                    times = [float(slot.t) for slot in slots]  # one M_T estimate for all of them
+                    for H_st, H_ts in eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur, times):
                         st[i], ts[i] = _image(H_st, False)[0], _image(H_ts, False)[0]
                         i += 1
                     sr[k + 1] = _image(cur)[0]

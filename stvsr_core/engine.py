@@ -298,20 +298,30 @@ class Engine:
         out = torch.cat([self.spatial(Lp[i:i + 1]) for i in range(Lp.shape[0])])
         return self._crop(out, h * s, w * s)
 
-    def interpolate_frames(self, I0: torch.Tensor, I1: torch.Tensor, t: float = 0.5) -> torch.Tensor:
-        """M_T alone, at the frames' own resolution ([B, 3, h, w] each)."""
+    def interpolate_frames(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5):
+        """M_T alone, at the frames' own resolution ([B, 3, h, w] each). t may be a list of times:
+        they share one estimate (DIS flows once per pair) and a list of frames comes back."""
         h, w = I0.shape[-2:]
         m = self.model.M_T.size_multiple
-        out = self.model.interpolate(self._padded(I0, m), self._padded(I1, m), None, None, t, run=self.runner)[0]
-        return self._crop(out, h, w)
+        a, b = self._padded(I0, m), self._padded(I1, m)
+        est = self.model.estimate(a, b, run=self.runner)
+        outs = [self._crop(self.model.interpolate(a, b, None, None, ti, est, self.runner)[0], h, w)
+                for ti in (t if isinstance(t, (list, tuple)) else [t])]
+        return outs if isinstance(t, (list, tuple)) else outs[0]
 
-    def streams(self, L0, L1, H0, H1, t: float = 0.5):
-        """(H_st, H_ts) between two low-res frames, given their spatial outputs."""
+    def streams(self, L0, L1, H0, H1, t=0.5):
+        """(H_st, H_ts) between two low-res frames, given their spatial outputs; for a list of
+        times, a list of pairs sharing one estimate."""
         h, w = L0.shape[-2:]
         mult, s = self.model.size_multiple, self.model.scale
-        _, H_st, H_ts = self.model.streams(self._padded(L0, mult), self._padded(L1, mult), self._padded(H0, mult * s),
-                                           self._padded(H1, mult * s), t, run=self.runner)
-        return self._crop(H_st, h * s, w * s), self._crop(H_ts, h * s, w * s)
+        lo = [self._padded(x, mult) for x in (L0, L1)]
+        hi = [self._padded(x, mult * s) for x in (H0, H1)]
+        est = self.model.estimate(*lo, *hi, run=self.runner)
+        outs = []
+        for ti in (t if isinstance(t, (list, tuple)) else [t]):
+            _, H_st, H_ts = self.model.streams(*lo, *hi, ti, est, run=self.runner)
+            outs.append((self._crop(H_st, h * s, w * s), self._crop(H_ts, h * s, w * s)))
+        return outs if isinstance(t, (list, tuple)) else outs[0]
 
     def _high_res(self, fn, *H: torch.Tensor):
         """fn on high-res tensors padded to the model's multiple, through the engine's runner."""

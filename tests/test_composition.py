@@ -147,3 +147,23 @@ def test_descriptor_declares_what_hosts_and_training_read():
     ifnet = DualStream(RECIPES["stvsr-lite-ifnet"]["model"]).info
     assert ifnet.trainable == ("M_S", "M_T", "F", "R") and not ifnet.shares_flows
     assert DualStream(X4).info.scale == 4 and DualStream(RECIPES["stvsr-realtime"]["model"]).info.single_stream
+
+
+def test_single_step_calls_share_one_estimate_across_times(frames):
+    """The node-by-node hosts (Frame Interpolate, Dual-Stream Upsample at multiplier 4) ask for
+    several t of a pair at once: one DIS estimate, the same frames as one call per t."""
+    model = random_model(CONFIGS["stvsr-fast"])
+    eng = Engine(model, "cpu", precision="fp32")
+    a, b = frames[0][None], frames[1][None]
+    times = [0.25, 0.5, 0.75]
+    calls = []
+    estimate = model.M_T.estimate
+    model.M_T.estimate = lambda *args: calls.append(1) or estimate(*args)
+    many = eng.interpolate_frames(a, b, times)
+    assert len(calls) == 1
+    assert all(torch.equal(m, eng.interpolate_frames(a, b, t)) for m, t in zip(many, times))
+    H0, H1 = eng.upscale(a), eng.upscale(b)
+    calls.clear()
+    pairs = eng.streams(a, b, H0, H1, times)
+    assert len(calls) == 1 and len(pairs) == 3
+    assert all(torch.equal(p[0], eng.streams(a, b, H0, H1, t)[0]) for p, t in zip(pairs, times))
