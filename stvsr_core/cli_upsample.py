@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import cli_batch
 from .backends import BACKENDS
 from .engine import Engine, EngineOptions, InputError
 from .registry import DEFAULT_MODEL, describe_model, list_models, load_model
@@ -37,8 +38,9 @@ def add_parser(sub):
                                    "shipped models) and --factor times the frame rate (N frames -> 2N-1 at the "
                                    "default x2), or a target rate with --fps. --factor 1 is spatial-only, "
                                    "--no-upscale temporal-only.")
-    p.add_argument("input", nargs="?", default=str(DEMO_CLIP),
-                   help="video file or folder of images (default: the bundled demo clip)")
+    p.add_argument("input", nargs="*", default=[str(DEMO_CLIP)],
+                   help="video file or folder of images (default: the bundled demo clip); several inputs, a glob "
+                        "or a folder of videos write an output folder (-o)")
     p.add_argument("-o", "--output", required=True,
                    help="video file (.mp4 .mkv .mov .m4v .webm .avi) or, for numbered PNGs, a name without an "
                         "extension or an existing folder")
@@ -83,6 +85,7 @@ def add_parser(sub):
     p.add_argument("--backend", default=d.backend, choices=BACKENDS,
                    help=f"{d.backend} (default); torch-compile (torch.compile: needs a C compiler, ~30 s to compile "
                         "on first use); openvino / openvino-bf16 on the CPU (pip install 'stvsr[openvino]')")
+    cli_batch.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -125,6 +128,9 @@ def _terminate(signum, frame):
 
 
 def run(args) -> int:
+    if cli_batch.wanted(args):  # several inputs, chunks, resume, Ray
+        return cli_batch.run(args)
+    args.input = cli_batch.single_input(args)
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
@@ -197,6 +203,13 @@ def _time_base(src_tb: Fraction | None, timeline) -> Fraction:
     return unit if unit.denominator < 2 ** 31 and unit.numerator < 2 ** 31 else Fraction(1, 1_000_000)
 
 
+def engine_options(args, factor, fps, precision: str) -> EngineOptions:
+    """The engine's options from the command line, for the single run and the chunked one (cli_batch)."""
+    return EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold,
+                         factor=factor, fps=fps, exact_double=args.exact_double, upscale=args.upscale,
+                         precision=precision, backend=args.backend, workers=args.workers, threads=args.threads)
+
+
 def _run(args) -> int:
     factor, fps, input_fps = _retime(args)
     precision = _precision(args)
@@ -222,10 +235,7 @@ def _run(args) -> int:
                          f"the picture{'' if src.mirrored else f' by {turn} degrees'}, which only a video "
                          f"output keeps: write .mp4, .mov, .mkv or .webm")
     model = load_model(args.model)
-    opts = EngineOptions(tile=args.tile, tile_pad=args.tile_pad, scene_threshold=args.scene_threshold,
-                         factor=factor, fps=fps, exact_double=args.exact_double, upscale=args.upscale,
-                         precision=precision, backend=args.backend, workers=args.workers, threads=args.threads)
-    engine = Engine(model, args.device, opts)
+    engine = Engine(model, args.device, engine_options(args, factor, fps, precision))
     timeline = engine.timeline(fps_in)
     fps_out, s = timeline.fps_out, engine.scale
     n_out = None if src.count is None else timeline.count(src.count)

@@ -1,0 +1,332 @@
+"""`stvsr upsample` over many and long videos: several inputs (files, globs, folders of videos)
+into an output folder, each clip in chunks (`chunks.py`) rendered here or on a Ray cluster
+(`cluster.py`, `--ray`), resumable, stitched into the same frames a single run writes.
+
+Taken when the command names several inputs, a glob or a folder of videos, or asks for chunks
+(`--ray`, `--chunk-frames`, `--work`); a single file without these runs the streaming path of
+`cli_upsample` as before.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .chunks import DEFAULT_CHUNK_FRAMES, ChunkError, Manifest, Plan, job_key, read_lossless, scan, settings_of, sha256
+from .cluster import ChunkWorker, RayMissing, import_ray, run_on_ray
+from .engine import Engine, InputError
+from .registry import resolve_model
+from .video_io import (DEFAULT_FPS, DEMO_CLIP, ENCODERS, IMAGE_EXTS, VIDEO_EXTS, MediaError, check_output,
+                       keeps_rotation, open_writer, read_frames)
+from .weights import WeightsError, load_weights
+
+log = logging.getLogger("stvsr")
+
+# container tags a muxer writes for itself, not the clip's own metadata
+_OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "duration"}
+
+
+def add_arguments(p):
+    g = p.add_argument_group("many and long videos (chunks, resume, Ray)")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="render chunks as Ray tasks: on a local Ray instance, or on the cluster at ADDRESS "
+                        "('auto': the one `ray start` made on this machine; write --ray=ADDRESS before the inputs); "
+                        "needs pip install 'stvsr[ray]'")
+    g.add_argument("--ray-workers", type=int, default=0,
+                   help="Ray workers (default 0: one per GPU of the cluster, else one per --cpus-per-worker CPUs)")
+    g.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (threads) of each Ray worker without GPUs")
+    g.add_argument("--chunk-frames", type=int, default=None,
+                   help=f"source frames per chunk (default {DEFAULT_CHUNK_FRAMES}); a chunk ends at the last scene "
+                        "cut in its second half, else overlaps the next by one frame")
+    g.add_argument("--work", default=None,
+                   help="folder for the chunks and the manifest that resume reads (default: .stvsr-work beside "
+                        "the output); with --ray on several machines, storage every node mounts at the same path")
+
+
+def _video_folder(p: Path) -> bool:
+    if not p.is_dir():
+        return False
+    names = [q.suffix.lower() for q in p.iterdir()]
+    return any(s in VIDEO_EXTS for s in names) and not any(s in IMAGE_EXTS for s in names)
+
+
+def _inputs(args) -> list[str]:
+    ins = args.input if isinstance(args.input, list) else [args.input]
+    return [str(x) for x in ins] or [str(DEMO_CLIP)]
+
+
+def wanted(args) -> bool:
+    """Whether this command takes the chunked path (else the single streaming run)."""
+    ins = _inputs(args)
+    return (args.ray is not None or args.chunk_frames is not None or args.work is not None or len(ins) > 1
+            or any(glob.has_magic(s) and not Path(s).exists() for s in ins) or any(_video_folder(Path(s)) for s in ins))
+
+
+def single_input(args) -> str:
+    return _inputs(args)[0]
+
+
+def expand(inputs: list[str]) -> tuple[list[Path], bool]:
+    """Files, globs and folders of videos -> the clips, and whether this is a batch (an output folder)."""
+    out, batch = [], len(inputs) > 1
+    for s in inputs:
+        p = Path(s)
+        if _video_folder(p):
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_EXTS and q.is_file())
+            batch = True
+        elif not p.exists() and glob.has_magic(s):
+            matches = sorted(Path(m) for m in glob.glob(s))
+            if not matches:
+                raise MediaError(f"{s}: matches no file: check the pattern")
+            out += matches
+            batch = True
+        else:
+            out.append(p)
+    return out, batch
+
+
+def _output_folder(path: Path, n: int) -> Path:
+    if path.suffix.lower() in ENCODERS and not path.is_dir():
+        raise MediaError(f"{path}: names a video file, but there are {n} inputs: name a folder for the outputs")
+    if path.exists() and not path.is_dir():
+        raise MediaError(f"{path}: is a file, not a folder: name a folder for the {n} outputs")
+    if not path.parent.is_dir():
+        raise MediaError(f"{path.parent}: output folder does not exist: create it or choose another")
+    try:
+        path.mkdir(exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise MediaError(f"{path}: cannot write there ({e.strerror}): choose another output folder") from None
+    return path
+
+
+def _outputs(inputs: list[Path], output: Path, batch: bool) -> list[Path]:
+    if not batch:
+        return [output]
+    folder = _output_folder(output, len(inputs))
+    outs, seen = [], {}
+    for p in inputs:
+        name = p.name if p.suffix.lower() in ENCODERS else f"{p.stem}.mkv"  # same name; .mkv where stvsr cannot write the container
+        if name in seen:
+            raise MediaError(f"{p} and {seen[name]} would both be written to {folder / name}: rename one or "
+                             "run them separately")
+        seen[name] = p
+        outs.append(folder / name)
+    return outs
+
+
+def _options(args):
+    """EngineOptions from the command line, as the single run builds them."""
+    from . import cli_upsample
+    return cli_upsample.engine_options(args)
+
+
+@dataclass
+class Clip:
+    source: Path
+    output: Path
+    work: Path
+    keep: bool
+    plan: Plan | None = None
+    manifest: Manifest | None = None
+    todo: list | None = None
+    skipped: list | None = None
+    written: int = 0
+
+
+def _done_before(out: Path, work: Path) -> bool:
+    """An output a previous run of this job stitched (its manifest records the output's SHA-256)."""
+    import json
+    m = work / "manifest.json"
+    if not (out.exists() and m.is_file()):
+        return False
+    try:
+        done = json.loads(m.read_text()).get("done")
+    except (OSError, ValueError):
+        return False
+    return bool(done) and sha256(out) == done["sha256"]
+
+
+def run(args) -> int:
+    from .cli_upsample import Terminated, _terminate
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    state = {"work": None}
+    resume = lambda: (f": finished chunks are kept in {state['work']}: rerun the same command to resume"
+                      if state["work"] else "; no output written")
+    try:
+        return _run(args, state)
+    except (MediaError, InputError, WeightsError, ChunkError, RayMissing) as e:
+        print(f"stvsr upsample: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stvsr upsample: interrupted{resume()}", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"stvsr upsample: terminated{resume()}", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args, state) -> int:
+    if args.ray is not None:
+        import_ray()  # before anything: one line naming the install
+        if args.ray != "local" and Path(args.ray).exists():
+            raise MediaError(f"--ray took the input {args.ray} as the cluster's address: put --ray after the "
+                             "inputs, or write --ray=ADDRESS")
+    if args.chunk_frames is not None and args.chunk_frames < 2:
+        raise InputError(f"--chunk-frames {args.chunk_frames}: a chunk needs at least 2 source frames")
+    if args.ray_workers < 0 or args.cpus_per_worker < 1:
+        raise InputError("--ray-workers must be >= 0 and --cpus-per-worker >= 1")
+    inputs, batch = expand(_inputs(args))
+    outputs = _outputs(inputs, Path(args.output), batch)
+    if args.work:
+        work_root = Path(args.work)
+    elif batch:
+        work_root = outputs[0].parent / ".stvsr-work"
+    else:
+        work_root = outputs[0].parent / f".{outputs[0].name}.stvsr-work"
+    clips = []
+    for src, out in zip(inputs, outputs):  # every check on the outputs before decoding and the model
+        work = work_root / out.name if batch or args.work else work_root
+        if not _done_before(out, work):
+            check_output(out, src, args.overwrite)
+        clips.append(Clip(src, out, work, keeps_rotation(out)))
+    model_path = resolve_model(args.model)
+    opts = _options(args)
+    model = load_weights(model_path)
+    settings = settings_of(opts, sha256(model_path), args.device)
+    planner = Engine(model, "cpu", replace(opts, precision="fp32", backend="torch", workers=1, threads=0))
+    chunk_frames = args.chunk_frames or DEFAULT_CHUNK_FRAMES
+    state["work"] = work_root
+    truncated = 0
+    for clip in clips:
+        src = read_frames(clip.source)
+        turn = 0 if clip.keep else src.rotation
+        if src.display_matrix and not clip.keep and (src.mirrored or turn % 90):
+            raise InputError(f"{clip.source}: its display matrix {'mirrors' if src.mirrored else 'rotates'} "
+                             f"the picture{'' if src.mirrored else f' by {turn} degrees'}, which only a video "
+                             f"output keeps: write .mp4, .mov, .mkv or .webm")
+        plan = scan(src, planner, args.fps or DEFAULT_FPS, turn, chunk_frames, str(clip.output))
+        plan.key = job_key(plan, settings | {"chunk_frames": chunk_frames})
+        clip.plan = plan
+        clip.manifest = Manifest.open(clip.work, plan, args.overwrite)
+        if clip.manifest.finished(clip.output):
+            print(f"stvsr: {clip.source}: done before ({clip.output}, {plan.n_out} frames): skipped", file=sys.stderr)
+            clip.todo, clip.skipped = [], list(range(len(plan.chunks)))
+            continue
+        if clip.output.exists() and not args.overwrite:  # stitched by another job
+            check_output(clip.output, clip.source, args.overwrite)
+        clip.skipped = [c.index for c in plan.chunks if clip.manifest.verified(c)]
+        clip.todo = [c for c in plan.chunks if c.index not in clip.skipped]
+        truncated += bool(plan.error)
+        h, w = plan.size
+        print(f"stvsr: {clip.source} ({w}x{h}, {plan.n_src} frames, {float(plan.fps_in):.3f} fps, "
+              f"{len(plan.cuts)} scene cut(s)) -> {clip.output} ({plan.n_out} frames, {float(plan.fps_out):.3f} fps) "
+              f"in {len(plan.chunks)} chunk(s): skipped {_ids(clip.skipped)} (finished before, verified), "
+              f"rendering {_ids([c.index for c in clip.todo])}", file=sys.stderr)
+        if plan.repaired:
+            log.warning("%d frame(s) of %s had a missing or out-of-order timestamp: each was placed one frame "
+                        "period after the previous", plan.repaired, clip.source)
+    by_key = {c.plan.key: c for c in clips}
+    jobs = [(c.plan.key, str(c.source), ch, c.plan.turn, str(c.work / ch.name)) for c in clips for ch in c.todo]
+    total = sum(ch.frames for c in clips for ch in c.todo)
+    t0 = time.time()
+    for c in clips:  # clips with nothing left to render (all chunks finished before)
+        if not c.todo and not c.manifest.finished(c.output):
+            _stitch(c, args.overwrite)
+    with tqdm(total=total, unit="frame", desc="upsample", dynamic_ncols=True) as bar:
+        def on_result(r):
+            clip = by_key[r["key"]]
+            chunk = clip.plan.chunks[r["chunk"]]
+            clip.manifest.record(chunk, {k: r[k] for k in ("file", "frames", "sha256", "worker", "loads")})
+            log.debug("%s: %s done on %s", clip.source, chunk.label(), r["worker"])
+            clip.todo = [c for c in clip.todo if c.index != chunk.index]
+            if not clip.todo:
+                _stitch(clip, args.overwrite)
+
+        def on_progress(frames):
+            bar.update(frames - bar.n)
+
+        failed = None
+        if args.ray is not None and jobs:
+            failed = run_on_ray(jobs, address=args.ray, model=str(model_path), weights=model_path.read_bytes(),
+                                device=args.device, options=opts, workers=args.ray_workers,
+                                cpus_per_worker=args.cpus_per_worker, on_result=on_result, on_progress=on_progress)
+        elif jobs:
+            worker = ChunkWorker(str(model_path), None, args.device, opts, args.threads)
+            if worker.error:
+                raise WeightsError(worker.error)
+            done = 0
+            for job in jobs:
+                r = worker.render(*job, progress=lambda n: bar.update(done + n - bar.n))
+                if "error" in r:
+                    failed = r
+                    break
+                done += r["frames"]
+                on_result(r)
+    if failed is not None:
+        clip = by_key.get(failed.get("key"))
+        if clip is None:
+            raise ChunkError(f"{failed['error']}: rerun the same command to resume (finished chunks are kept "
+                             f"in {work_root})")
+        chunk = clip.plan.chunks[failed["chunk"]]
+        kept = len(clip.manifest.data["chunks"])
+        raise ChunkError(f"{clip.source}: {chunk.label()} failed on {failed['worker']}: {failed['error']}: fix "
+                         f"that and rerun the same command ({kept} finished chunk(s) are kept in {clip.work})")
+    dt = time.time() - t0
+    frames = sum(c.written for c in clips)
+    rendered = sum(len(c.plan.chunks) - len(c.skipped) for c in clips)
+    print(f"stvsr: wrote {frames} frames of {sum(bool(c.written) for c in clips)} clip(s) in {dt:.1f} s "
+          f"({rendered} chunk(s) rendered, {sum(len(c.skipped) for c in clips)} skipped"
+          f"{', on Ray' if args.ray is not None else ''})", file=sys.stderr)
+    for c in clips:  # all finished: the work folder goes
+        shutil.rmtree(c.work, ignore_errors=True)
+    if not args.work and work_root.is_dir() and not any(work_root.iterdir()):
+        work_root.rmdir()
+    for c in clips:
+        if c.plan.error:
+            print(f"stvsr upsample: warning: {c.source}: {c.plan.error}: wrote {c.plan.n_out} frames from its "
+                  f"first {c.plan.n_src} frames to {c.output}, shorter than the input: repair or re-download "
+                  "the input for the rest", file=sys.stderr)
+    return 3 if truncated else 0
+
+
+def _ids(xs) -> str:
+    return ", ".join(map(str, xs)) if xs else "none"
+
+
+def _stitch(clip: Clip, overwrite: bool):
+    """The chunks in order into the output, at the timeline's times, with the source's audio."""
+    import av
+    plan = clip.plan
+    audio = Path(plan.source) if plan.audio else None
+    with open_writer(clip.output, plan.fps_out, True, audio, plan.display_matrix if clip.keep else None,
+                     plan.time_base) as writer:
+        container = getattr(writer, "container", None)
+        if container is not None and Path(plan.source).is_file():
+            with av.open(plan.source) as src:  # the clip's metadata (title, date, ...)
+                container.metadata.update({k: v for k, v in src.metadata.items() if k.lower() not in _OWN_TAGS})
+        j = 0
+        for chunk in plan.chunks:
+            for rgb in read_lossless(clip.work / chunk.name):
+                if j >= plan.n_out:
+                    break
+                writer.write(rgb, plan.times[j])
+                j += 1
+        if j != plan.n_out:
+            raise ChunkError(f"{clip.output}: the chunks gave {j} frames, the plan {plan.n_out}: rerun the same "
+                             "command (the chunks are verified again)")
+    clip.written = writer.count
+    clip.manifest.mark_done(clip.output, writer.count)
