@@ -203,6 +203,8 @@ def _run(args, state) -> int:
         if not _done_before(out, work):
             check_output(out, src, args.overwrite)
         clips.append(Clip(src, out, work, keeps_rotation(out)))
+    for clip in clips:  # every input opens (one line naming a bad one) before any work is done
+        read_frames(clip.source).timed.close()
     model_path = resolve_model(args.model)
     opts = _options(args)
     model = load_weights(model_path)
@@ -246,8 +248,11 @@ def _run(args, state) -> int:
     for c in clips:  # clips with nothing left to render (all chunks finished before)
         if not c.todo and not c.manifest.finished(c.output):
             _stitch(c, args.overwrite)
+    workers: dict[str, list] = {}  # where -> [chunks rendered, models loaded there]
     with tqdm(total=total, unit="frame", desc="upsample", dynamic_ncols=True) as bar:
         def on_result(r):
+            w = workers.setdefault(r["worker"], [0, 0])
+            w[0], w[1] = w[0] + 1, r["loads"]
             clip = by_key[r["key"]]
             chunk = clip.plan.chunks[r["chunk"]]
             clip.manifest.record(chunk, {k: r[k] for k in ("file", "frames", "sha256", "worker", "loads")})
@@ -291,6 +296,9 @@ def _run(args, state) -> int:
     print(f"stvsr: wrote {frames} frames of {sum(bool(c.written) for c in clips)} clip(s) in {dt:.1f} s "
           f"({rendered} chunk(s) rendered, {sum(len(c.skipped) for c in clips)} skipped"
           f"{', on Ray' if args.ray is not None else ''})", file=sys.stderr)
+    if workers:
+        print("stvsr: workers: " + ", ".join(f"{w} ({n} chunk(s), model loaded {loads}x)"
+                                             for w, (n, loads) in sorted(workers.items())), file=sys.stderr)
     for c in clips:  # all finished: the work folder goes
         shutil.rmtree(c.work, ignore_errors=True)
     if not args.work and work_root.is_dir() and not any(work_root.iterdir()):

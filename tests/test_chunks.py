@@ -1,0 +1,334 @@
+"""Chunked `stvsr upsample` on one machine: the plan (scene cuts, one-frame overlap, every slot once),
+lossless chunks, the same frames as the single streaming run, batches, resume, errors."""
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from stvsr_core import chunks
+from stvsr_core.cli import main
+from stvsr_core.timeline import Retime, Timeline
+
+from helpers import real_frames, write_video
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def make_clip(path, start=6, count=14, size=(96, 64), fps=25, audio=False, gop=5, title=None):
+    """Real footage (the demo clip from frame 6: a hard cut between frames 3 and 4), a short GOP so
+    chunks seek to keyframes inside the clip."""
+    frames = [(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+              for f in real_frames(start=start, count=count, size=size)]
+    with av.open(str(path), "w") as c:
+        if title:
+            c.metadata["title"] = title
+        s = c.add_stream("libx264", rate=fps, options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        a = None
+        if audio:
+            a = c.add_stream("aac", rate=48000)
+            a.layout = "stereo"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+        if a is not None:
+            n = int(48000 * count / fps)
+            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
+            for i in range(0, n, 1024):
+                af = av.AudioFrame.from_ndarray(np.stack([tone, tone])[:, i:i + 1024].copy(), format="fltp",
+                                                layout="stereo")
+                af.sample_rate = 48000
+                for p in a.encode(af):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+    return path
+
+
+def pngs(folder):
+    return [np.array(Image.open(p)) for p in sorted(Path(folder).iterdir())]
+
+
+def decoded(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        fs = list(c.decode(v))
+        return ([f.to_ndarray(format="rgb24") for f in fs], [f.pts * f.time_base for f in fs],
+                Fraction(v.average_rate), len(c.streams.audio), dict(c.metadata))
+
+
+def upsample(*args):
+    return main(["upsample", *map(str, args)])
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("retime", [Retime(2), Retime(3), Retime(Fraction(5, 2)), Retime(1), Retime(2, exact_double=True),
+                                    Retime(Fraction(7, 3), exact_double=True), Retime(fps=Fraction(60000, 1001))])
+def test_every_output_frame_belongs_to_exactly_one_chunk(retime):
+    """Chunks own the timeline's slots whose k lies in [first, last), plus k == last where they do
+    not overlap the next; over many clip lengths, cut patterns and chunk sizes the chunks' slots are
+    the clip's slots, in order, each once."""
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 17, 40):
+        tl = Timeline(retime, Fraction(24000, 1001))
+        slots = [tl.slot(j, n) for j in range(tl.count(n))]
+        for k_max in (2, 3, 4, 7, 50):
+            cuts = sorted(set(rng.integers(0, n - 1, size=n // 4).tolist()))
+            spans = chunks.split(n, cuts, k_max)
+            assert spans[0].first == 0 and spans[-1].last == n - 1 and not spans[-1].overlap
+            for a, b in zip(spans, spans[1:]):
+                assert b.first == (a.last if a.overlap else a.last + 1)  # one frame of overlap, or a cut
+                assert a.overlap or a.last in cuts
+                assert a.last - a.first + 1 <= k_max
+            ranges = chunks.assign(slots, spans)
+            assert ranges[0][0] == 0 and ranges[-1][1] == len(slots)
+            assert all(r[1] == s[0] for r, s in zip(ranges, ranges[1:]))
+            for span, (j0, j1) in zip(spans, ranges):
+                assert all(chunks.owns(span, s.k) for s in slots[j0:j1])
+
+
+def test_chunks_end_at_cuts_in_their_second_half_else_overlap():
+    spans = chunks.split(30, [3, 12, 13, 25], 10)
+    assert [(s.first, s.last, s.overlap) for s in spans] == [(0, 9, True), (9, 13, False), (14, 23, True),
+                                                            (23, 29, False)]
+
+
+def test_lossless_chunks_are_exact(tmp_path):
+    """FFV1 intermediates give back exactly the uint8 frames written (random noise, the worst case)."""
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (34, 50, 3), dtype=np.uint8) for _ in range(5)]
+    w = chunks.LosslessWriter(tmp_path / "c.mkv")
+    for f in frames:
+        w.write(f)
+    info = w.commit()
+    assert info["frames"] == 5 and info["sha256"] == chunks.sha256(tmp_path / "c.mkv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mkv"]
+    back = list(chunks.read_lossless(tmp_path / "c.mkv"))
+    assert len(back) == 5 and all(np.array_equal(a, b) for a, b in zip(frames, back))
+
+
+# -- the same frames as the single run -----------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [[], ["--exact-double"]])
+def test_chunked_frames_equal_the_single_run(tmp_path, untrained_file, capsys, extra):
+    """Chunks of 4 frames over a real clip with a scene cut, seeking to mid-clip keyframes: the
+    concatenation is exactly the single streaming run's frames, the cut's frames included."""
+    clip = make_clip(tmp_path / "in.mp4", count=14)
+    assert upsample(clip, "-o", tmp_path / "single", "--model", untrained_file, *extra) == 0
+    capsys.readouterr()
+    assert upsample(clip, "-o", tmp_path / "chunked", "--model", untrained_file, "--chunk-frames", 4, *extra) == 0
+    err = capsys.readouterr().err
+    assert "1 scene cut(s)" in err and "in 4 chunk(s)" in err
+    single, chunked = pngs(tmp_path / "single"), pngs(tmp_path / "chunked")
+    assert len(single) == len(chunked) == (28 if extra else 27)
+    for i, (a, b) in enumerate(zip(single, chunked)):
+        assert np.array_equal(a, b), f"output frame {i} differs"
+    # the cut between source frames 3 and 4 ends chunk 0 (no overlap): its in-between frame repeats frame 3
+    assert np.array_equal(chunked[7], chunked[6]) and not np.array_equal(chunked[8], chunked[7])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunked", "in.mp4", "single"]  # work folder gone
+
+
+def test_scene_cut_chunk_boundary(tmp_path, untrained_file):
+    """The plan splits at the one cut measure's cut, and only there without overlap."""
+    from stvsr_core import Engine, load_model
+    from stvsr_core.video_io import read_frames
+    clip = make_clip(tmp_path / "in.mp4", count=14)
+    engine = Engine(load_model(untrained_file), "cpu")
+    plan = chunks.scan(read_frames(clip), engine, 25, chunk_frames=4)
+    assert plan.cuts == [3]
+    assert [(c.first, c.last, c.overlap, c.cut_after) for c in plan.chunks] == [
+        (0, 3, False, True), (4, 7, True, False), (7, 10, True, False), (10, 13, False, False)]
+    assert [(c.j0, c.j1) for c in plan.chunks] == [(0, 8), (8, 14), (14, 20), (20, 27)]
+
+
+def test_chunked_video_keeps_timestamps_audio_and_frames(tmp_path, untrained_file):
+    """A lossy output (mp4 with audio): the same frame count and timestamps as the single run, the
+    audio kept, the frames equal (the encoder gets the same frames)."""
+    clip = make_clip(tmp_path / "in.mp4", count=10, audio=True)
+    assert upsample(clip, "-o", tmp_path / "single.mp4", "--model", untrained_file) == 0
+    assert upsample(clip, "-o", tmp_path / "chunked.mp4", "--model", untrained_file, "--chunk-frames", 3) == 0
+    f1, t1, fps1, a1, _ = decoded(tmp_path / "single.mp4")
+    f2, t2, fps2, a2, _ = decoded(tmp_path / "chunked.mp4")
+    assert (len(f2), t2, fps2, a2) == (19, t1, fps1, a1) and a1 == 1
+    assert max(float(np.abs(a.astype(np.float32) - b).max()) for a, b in zip(f1, f2)) <= 2  # codec noise
+
+
+def test_folder_of_clips_becomes_folder_of_outputs(tmp_path, untrained_file, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_clip(clips / "a.mp4", count=5, audio=True, title="first clip")
+    make_clip(clips / "b.mkv", start=20, count=4, fps=30)
+    make_clip(clips / "c.ts", start=40, count=3)
+    out = tmp_path / "out"
+    assert upsample(clips, "-o", out, "--model", untrained_file) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mkv", "c.mkv"]  # .ts: written as .mkv
+    fa, _, fps_a, audio_a, meta_a = decoded(out / "a.mp4")
+    fb, _, fps_b, audio_b, _ = decoded(out / "b.mkv")
+    assert (len(fa), fps_a, audio_a, meta_a.get("title")) == (9, 50, 1, "first clip")
+    assert (len(fb), fps_b, audio_b, fb[0].shape) == (7, 60, 0, (128, 192, 3))
+    assert len(decoded(out / "c.mkv")[0]) == 5
+    assert "wrote 21 frames of 3 clip(s)" in capsys.readouterr().err
+    # a glob does the same
+    assert upsample(str(clips / "*.mp4"), "-o", tmp_path / "out2", "--model", untrained_file) == 0
+    assert [p.name for p in (tmp_path / "out2").iterdir()] == ["a.mp4"]
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+def _manifest(work):
+    try:
+        return json.loads((work / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def test_killed_command_resumes_with_only_the_unfinished_chunks(tmp_path, untrained_file, capsys):
+    """SIGKILL mid-run (no clean-up at all), then the same command: the chunks the manifest
+    verified are skipped, the others rendered, and the output is the single run's."""
+    clip = make_clip(tmp_path / "in.mp4", count=40, gop=4)
+    out, work = tmp_path / "out", tmp_path / "work"
+    cmd = ["upsample", str(clip), "-o", str(out), "--model", str(untrained_file), "--chunk-frames", "2",
+           "--work", str(work)]
+    p = subprocess.Popen([sys.executable, "-m", "stvsr_core.cli", *cmd], env=ENV, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        m = _manifest(work / "out")  # --work holds a folder per output
+        if m and len(m["chunks"]) >= 3:
+            break
+        time.sleep(0.005)
+    p.send_signal(signal.SIGKILL)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == -signal.SIGKILL, f"the run ended before it was killed: make the clip longer\n{err[-3000:]}"
+    done = sorted(int(k) for k in _manifest(work / "out")["chunks"])
+    assert not out.exists()
+    capsys.readouterr()
+    assert main(cmd) == 0
+    err = capsys.readouterr().err
+    n = int(re.search(r"in (\d+) chunk\(s\)", err).group(1))
+    assert 3 <= len(done) < n, "the run ended before it was killed: make the clip longer"
+    rendering = [i for i in range(n) if i not in done]
+    assert f"skipped {', '.join(map(str, done))} (finished before, verified), rendering " \
+           f"{', '.join(map(str, rendering))}" in err
+    assert f"{len(rendering)} chunk(s) rendered, {len(done)} skipped" in err
+    assert upsample(clip, "-o", tmp_path / "single", "--model", untrained_file) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(pngs(tmp_path / "single"), pngs(out)))
+    assert len(pngs(out)) == 79 and list(work.iterdir()) == []
+
+
+def test_a_damaged_chunk_is_rendered_again(tmp_path, untrained_file, capsys, monkeypatch):
+    """A chunk file whose checksum no longer matches the manifest is not taken as done."""
+    from stvsr_core import cli_batch
+    clip = make_clip(tmp_path / "in.mp4", count=8)
+    work = tmp_path / "work"
+    stitch = cli_batch._stitch
+    monkeypatch.setattr(cli_batch, "_stitch", lambda clip, overwrite: (_ for _ in ()).throw(KeyboardInterrupt))
+    cmd = [clip, "-o", tmp_path / "out", "--model", untrained_file, "--chunk-frames", 3, "--work", work]
+    assert upsample(*cmd) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    chunk1 = work / "out" / "chunk_00001.mkv"
+    data = bytearray(chunk1.read_bytes())
+    data[-100] ^= 0xFF
+    chunk1.write_bytes(bytes(data))
+    monkeypatch.setattr(cli_batch, "_stitch", stitch)
+    assert upsample(*cmd) == 0
+    assert "skipped 0, 2, 3 (finished before, verified), rendering 1" in capsys.readouterr().err
+
+
+# -- errors: one line naming the fix, nothing half-written taken as done ---------------------------
+
+def _last_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    return err[-1] if err else ""
+
+
+def test_ray_missing(tmp_path, untrained_file, capsys, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    clip = make_clip(tmp_path / "in.mp4", count=3)
+    assert upsample(clip, "-o", tmp_path / "out", "--model", untrained_file, "--ray") == 2
+    msg = _last_line(capsys)
+    assert msg.startswith("stvsr upsample: error: --ray needs Ray") and "pip install 'stvsr[ray]'" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_unreadable_input_in_a_batch(tmp_path, untrained_file, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_clip(clips / "good.mp4", count=3)
+    (clips / "broken.mp4").write_bytes(b"\x00garbage" * 100)
+    assert upsample(clips, "-o", tmp_path / "out", "--model", untrained_file) == 2
+    msg = _last_line(capsys)
+    assert "broken.mp4: cannot open as a video" in msg and msg.startswith("stvsr upsample: error:")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_output_folder_not_writable(tmp_path, capsys):
+    from test_cli import _unwritable_folder
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_clip(clips / "a.mp4", count=2)
+    make_clip(clips / "b.mp4", count=2)
+    folder = _unwritable_folder(tmp_path)
+    assert upsample(clips, "-o", folder / "out", "--model", "no-such-model") == 2
+    msg = _last_line(capsys)
+    assert "cannot write there" in msg and "choose another output folder" in msg, msg
+
+
+def test_foreign_manifest(tmp_path, untrained_file, capsys):
+    clip = make_clip(tmp_path / "in.mp4", count=4)
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    (work / "out" / "manifest.json").write_text(json.dumps({"key": "another job", "source": "/elsewhere/x.mp4",
+                                                    "chunks": {"0": {"file": "chunk_00000.mkv"}}}))
+    (work / "out" / "chunk_00000.mkv").write_bytes(b"not ours")
+    cmd = [clip, "-o", tmp_path / "out", "--model", untrained_file, "--work", work]
+    assert upsample(*cmd) == 2
+    msg = _last_line(capsys)
+    assert "holds another job's chunks" in msg and "/elsewhere/x.mp4" in msg and "--overwrite" in msg
+    assert not (tmp_path / "out").exists()
+    assert upsample(*cmd, "--overwrite") == 0 and len(pngs(tmp_path / "out")) == 7
+
+
+def test_chunk_that_fails_permanently(tmp_path, untrained_file, capsys, monkeypatch):
+    """A chunk that cannot be rendered: one line naming it and the fix, no output, the finished
+    chunks kept; the rerun renders only the rest."""
+    from stvsr_core import cluster
+    clip = make_clip(tmp_path / "in.mp4", count=10)
+    render = cluster.render_chunk
+
+    def failing(engine, source, chunk, *a, **k):
+        if chunk.index == 2:
+            raise chunks.ChunkError(f"{source}: frame {chunk.first + 1} is damaged")
+        return render(engine, source, chunk, *a, **k)
+    monkeypatch.setattr(cluster, "render_chunk", failing)
+    work = tmp_path / "work"
+    cmd = [clip, "-o", tmp_path / "out.mkv", "--model", untrained_file, "--chunk-frames", 3, "--work", work]
+    assert upsample(*cmd) == 2
+    msg = _last_line(capsys)
+    assert "chunk 2 (source frames 4-6" in msg and "frame 5 is damaged" in msg and "rerun the same command" in msg
+    assert "2 finished chunk(s) are kept" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "work"]
+    assert sorted(p.name for p in (work / "out.mkv").iterdir()) == ["chunk_00000.mkv", "chunk_00001.mkv",
+                                                                     "manifest.json"]
+    monkeypatch.setattr(cluster, "render_chunk", render)
+    assert upsample(*cmd) == 0
+    assert "skipped 0, 1 (finished before, verified), rendering 2, 3, 4" in capsys.readouterr().err
