@@ -308,12 +308,14 @@ class Manifest:
         self.work, self.plan = Path(work), plan
         self.path = self.work / MANIFEST
         self.data = {"version": MANIFEST_VERSION, "key": plan.key, "source": plan.source, "output": plan.output,
-                     "chunks": {}, "done": None}
+                     "chunks": {}, "done": None, "precision": None}
 
     @classmethod
-    def open(cls, work: Path, plan: Plan, overwrite: bool = False) -> "Manifest":
-        """The job's manifest, made or resumed; another job's is refused (or, with overwrite, replaced)."""
+    def open(cls, work: Path, plan: Plan, overwrite: bool = False, precision: str | None = None) -> "Manifest":
+        """The job's manifest, made or resumed; another job's is refused (or, with overwrite, replaced).
+        `precision`: what every chunk of the job runs at (chunks made at another are not kept)."""
         m = cls(work, plan)
+        m.data["precision"] = precision
         if m.path.exists():
             try:
                 old = json.loads(m.path.read_text())
@@ -322,8 +324,8 @@ class Manifest:
             if old.get("key") != plan.key and not overwrite:
                 raise MediaError(f"{m.path}: holds another job's chunks (a different input, model or settings: "
                                  f"{old.get('source', '?')}): delete {work} or pass --overwrite to start over")
-            if old.get("key") == plan.key:  # the same job: resume it (also with --overwrite)
-                m.data = old
+            if old.get("key") == plan.key and old.get("precision") in (None, precision):
+                m.data = old | {"precision": precision}  # the same job: resume it (also with --overwrite)
         work.mkdir(parents=True, exist_ok=True)
         for stale in work.glob(".*.partial.*"):  # what a killed run was writing
             stale.unlink(missing_ok=True)
@@ -372,6 +374,14 @@ class Manifest:
         self.save()
         for c in self.plan.chunks:
             (self.work / c.name).unlink(missing_ok=True)
+
+
+def stored_precision(work: Path) -> str | None:
+    """The precision an earlier run of a job chose (its manifest), if any."""
+    try:
+        return json.loads((Path(work) / MANIFEST).read_text()).get("precision")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def settings_of(opts, model_sha: str, device: str) -> dict:

@@ -21,10 +21,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .chunks import DEFAULT_CHUNK_FRAMES, ChunkError, Manifest, Plan, job_key, read_lossless, scan, settings_of, sha256
-from .cluster import ChunkWorker, RayMissing, import_ray, run_on_ray
+from .chunks import (DEFAULT_CHUNK_FRAMES, ChunkError, Manifest, Plan, job_key, read_lossless, scan, settings_of,
+                     sha256, stored_precision)
+from .cluster import ChunkWorker, RayMissing, import_ray, ray_connect, run_on_ray
 from .engine import Engine, InputError
 from .registry import resolve_model
+from .runtime import resolve
 from .video_io import (DEFAULT_FPS, DEMO_CLIP, ENCODERS, IMAGE_EXTS, VIDEO_EXTS, MediaError, check_output,
                        keeps_rotation, open_writer, read_frames)
 from .weights import WeightsError, load_weights
@@ -210,6 +212,8 @@ def _run(args, state) -> int:
     model = load_weights(model_path)
     settings = settings_of(opts, sha256(model_path), args.device)
     planner = Engine(model, "cpu", replace(opts, precision="fp32", backend="torch", workers=1, threads=0))
+    precision = _precision(args, opts, clips)
+    opts = replace(opts, precision=precision)
     chunk_frames = args.chunk_frames or DEFAULT_CHUNK_FRAMES
     state["work"] = work_root
     truncated = 0
@@ -223,7 +227,7 @@ def _run(args, state) -> int:
         plan = scan(src, planner, args.fps or DEFAULT_FPS, turn, chunk_frames, str(clip.output))
         plan.key = job_key(plan, settings | {"chunk_frames": chunk_frames})
         clip.plan = plan
-        clip.manifest = Manifest.open(clip.work, plan, args.overwrite)
+        clip.manifest = Manifest.open(clip.work, plan, args.overwrite, precision)
         if clip.manifest.finished(clip.output):
             print(f"stvsr: {clip.source}: done before ({clip.output}, {plan.n_out} frames): skipped", file=sys.stderr)
             clip.todo, clip.skipped = [], list(range(len(plan.chunks)))
@@ -309,6 +313,23 @@ def _run(args, state) -> int:
                   f"first {c.plan.n_src} frames to {c.output}, shorter than the input: repair or re-download "
                   "the input for the rest", file=sys.stderr)
     return 3 if truncated else 0
+
+
+def _precision(args, opts, clips) -> str:
+    """One precision for every chunk of a job, so that no two workers render a clip differently: the
+    one asked for; else the one an earlier run of this job chose (its manifest: a resume keeps it);
+    else auto, resolved once here: fp16 on a cluster with GPUs, else this machine's choice (on a CPU
+    a measurement, which may differ from run to run under load)."""
+    if opts.precision != "auto" or opts.backend.startswith("openvino"):
+        return opts.precision
+    for c in clips:
+        if stored_precision(c.work):
+            return stored_precision(c.work)
+    if args.ray is not None:
+        if int(ray_connect(args.ray).cluster_resources().get("GPU", 0)):
+            return "fp16"
+        return resolve("cpu", "auto", opts.backend).precision
+    return resolve(args.device, "auto", opts.backend).precision
 
 
 def _ids(xs) -> str:
