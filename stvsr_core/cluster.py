@@ -160,9 +160,10 @@ def ray_connect(address: str | None, quiet: bool = True):
     local one with this machine's CPUs (and GPUs)."""
     ray = import_ray()
     if not ray.is_initialized():
-        kw = {"include_dashboard": False} if address in (None, "local") else {}
-        ray.init(address=None if address in (None, "local") else address, log_to_driver=not quiet,
-                 logging_level="ERROR", configure_logging=True, **kw)
+        local = address in (None, "local")  # a new instance of its own, even where `ray start` made one
+        kw = {"include_dashboard": False} if local else {}
+        ray.init(address="local" if local else address, log_to_driver=not quiet, logging_level="ERROR",
+                 configure_logging=True, **kw)
     return ray
 
 

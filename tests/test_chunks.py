@@ -235,6 +235,34 @@ def test_killed_command_resumes_with_only_the_unfinished_chunks(tmp_path, untrai
     assert len(pngs(out)) == 79 and list(work.iterdir()) == []
 
 
+def test_a_batch_resumes_past_its_finished_outputs(tmp_path, untrained_file, capsys, monkeypatch):
+    """Interrupted while stitching the second clip: the rerun skips the first (its output verified
+    against the manifest) and stitches the second from its finished chunks, rendering nothing."""
+    from stvsr_core import cli_batch
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_clip(clips / "a.mp4", count=5)
+    make_clip(clips / "b.mp4", start=30, count=5)
+    stitch, calls = cli_batch._stitch, []
+
+    def second_fails(clip, overwrite):
+        calls.append(clip.output.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return stitch(clip, overwrite)
+    monkeypatch.setattr(cli_batch, "_stitch", second_fails)
+    out = tmp_path / "out"
+    assert upsample(clips, "-o", out, "--model", untrained_file, "--chunk-frames", 3) == 130
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["a.mp4"]
+    monkeypatch.setattr(cli_batch, "_stitch", stitch)
+    capsys.readouterr()
+    assert upsample(clips, "-o", out, "--model", untrained_file, "--chunk-frames", 3) == 0
+    err = capsys.readouterr().err
+    assert f"{clips / 'a.mp4'}: done before ({out / 'a.mp4'}, 9 frames): skipped" in err
+    assert "rendering none" in err and "0 chunk(s) rendered" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
+
+
 def test_a_damaged_chunk_is_rendered_again(tmp_path, untrained_file, capsys, monkeypatch):
     """A chunk file whose checksum no longer matches the manifest is not taken as done."""
     from stvsr_core import cli_batch
