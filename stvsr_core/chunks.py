@@ -40,6 +40,14 @@ DEFAULT_CHUNK_FRAMES = 600  # source frames per chunk where no scene cut comes f
 CUT_MARGIN = 1e-4  # a cut is a chunk boundary only when its score clears the threshold by this much
 
 
+_LOCKS: list = []  # the jobs this process holds (Manifest.lock)
+
+
+def release_locks():
+    while _LOCKS:
+        _LOCKS.pop().close()
+
+
 class ChunkError(RuntimeError):
     """A chunk that cannot be rendered or verified, with the fix."""
 
@@ -327,6 +335,7 @@ class Manifest:
             if old.get("key") == plan.key and old.get("precision") in (None, precision):
                 m.data = old | {"precision": precision}  # the same job: resume it (also with --overwrite)
         work.mkdir(parents=True, exist_ok=True)
+        m.lock()
         for stale in work.glob(".*.partial.*"):  # what a killed run was writing
             stale.unlink(missing_ok=True)
         recorded = {entry["file"] for entry in m.data["chunks"].values()}
@@ -335,6 +344,18 @@ class Manifest:
                 old_chunk.unlink()
         m.save()
         return m
+
+    def lock(self):
+        """One command at a time on a job: a second one would render the same chunks (held until exit)."""
+        import fcntl
+        lock = open(self.work / ".lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise MediaError(f"{self.work}: another stvsr command is running this job: wait for it to finish "
+                             "(or stop it), then rerun") from None
+        _LOCKS.append(lock)
 
     def save(self):
         tmp = self.path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .chunks import (DEFAULT_CHUNK_FRAMES, ChunkError, Manifest, Plan, job_key, read_lossless, scan, settings_of,
-                     sha256, stored_precision)
+from .chunks import (DEFAULT_CHUNK_FRAMES, ChunkError, Manifest, Plan, job_key, read_lossless, release_locks, scan,
+                     settings_of, sha256, stored_precision)
 from .cluster import ChunkWorker, RayMissing, import_ray, ray_connect, run_on_ray
 from .engine import Engine, InputError
 from .registry import resolve_model
@@ -177,6 +177,7 @@ def run(args) -> int:
         print(f"stvsr upsample: terminated{resume()}", file=sys.stderr)
         return 143
     finally:
+        release_locks()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -162,8 +162,14 @@ def ray_connect(address: str | None, quiet: bool = True):
     if not ray.is_initialized():
         local = address in (None, "local")  # a new instance of its own, even where `ray start` made one
         kw = {"include_dashboard": False} if local else {}
-        ray.init(address="local" if local else address, log_to_driver=not quiet, logging_level="ERROR",
-                 configure_logging=True, **kw)
+        try:
+            ray.init(address="local" if local else address, log_to_driver=not quiet, logging_level="ERROR",
+                     configure_logging=True, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = "a local Ray instance" if local else f"the Ray cluster at {address}"
+            raise RayMissing(f"--ray: cannot start or reach {where} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                             "check the address (`ray status` on the head node), or start the cluster with "
+                             "`ray start --head`") from None
     return ray
 
 

@@ -348,6 +348,19 @@ def test_output_folder_not_writable(tmp_path, capsys):
     assert "cannot write there" in msg and "choose another output folder" in msg, msg
 
 
+def test_one_command_at_a_time_on_a_job(tmp_path, untrained_file, capsys):
+    import fcntl
+    clip = make_clip(tmp_path / "in.mp4", count=4)
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    with open(work / "out" / ".lock", "a+") as held:  # another command holds the job
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert upsample(clip, "-o", tmp_path / "out", "--model", untrained_file, "--work", work) == 2
+    msg = _last_line(capsys)
+    assert "another stvsr command is running this job" in msg and not (tmp_path / "out").exists()
+    assert upsample(clip, "-o", tmp_path / "out", "--model", untrained_file, "--work", work) == 0
+
+
 def test_foreign_manifest(tmp_path, untrained_file, capsys):
     clip = make_clip(tmp_path / "in.mp4", count=4)
     work = tmp_path / "work"
@@ -382,7 +395,7 @@ def test_chunk_that_fails_permanently(tmp_path, untrained_file, capsys, monkeypa
     assert "chunk 2 (source frames 4-6" in msg and "frame 5 is damaged" in msg and "rerun the same command" in msg
     assert "2 finished chunk(s) are kept" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "work"]
-    assert sorted(p.name for p in (work / "out.mkv").iterdir()) == ["chunk_00000.mkv", "chunk_00001.mkv",
+    assert sorted(p.name for p in (work / "out.mkv").iterdir()) == [".lock", "chunk_00000.mkv", "chunk_00001.mkv",
                                                                      "manifest.json"]
     monkeypatch.setattr(cluster, "render_chunk", render)
     assert upsample(*cmd) == 0
