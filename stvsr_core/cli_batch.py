@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .chunks import (DEFAULT_CHUNK_FRAMES, ChunkError, Manifest, Plan, job_key, read_lossless, release_locks, scan,
                      settings_of, sha256, stored_precision)
-from .cluster import ChunkWorker, RayMissing, import_ray, ray_connect, run_on_ray
+from .cluster import ChunkWorker, RayError, import_ray, ray_connect, run_on_ray
 from .engine import Engine, InputError
 from .registry import resolve_model
 from .runtime import resolve
@@ -167,7 +167,7 @@ def run(args) -> int:
                       if state["work"] else "; no output written")
     try:
         return _run(args, state)
-    except (MediaError, InputError, WeightsError, ChunkError, RayMissing) as e:
+    except (MediaError, InputError, WeightsError, ChunkError, RayError) as e:
         print(f"stvsr upsample: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -208,6 +208,8 @@ def _run(args, state) -> int:
         clips.append(Clip(src, out, work, keeps_rotation(out)))
     for clip in clips:  # every input opens (one line naming a bad one) before any work is done
         read_frames(clip.source).timed.close()
+    if args.ray is not None:
+        ray_connect(args.ray)  # a cluster that cannot be reached fails here, before the plan
     model_path = resolve_model(args.model)
     opts = _options(args)
     model = load_weights(model_path)

@@ -25,7 +25,7 @@ MAX_RESTARTS = 3  # per actor: a process that dies is restarted, and its chunk r
 LOADS = 0  # models this process has loaded (a Ray actor: once, whatever the number of chunks)
 
 
-class RayMissing(RuntimeError):
+class RayError(RuntimeError):
     pass
 
 
@@ -33,7 +33,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise RayMissing("--ray needs Ray, which is not installed: pip install 'stvsr[ray]' "
+        raise RayError("--ray needs Ray, which is not installed: pip install 'stvsr[ray]' "
                          "(on every machine of the cluster), or run without --ray") from None
     return ray
 
@@ -155,19 +155,33 @@ class _Progress:
         return sum(self.done.values())
 
 
+def _reachable(address: str, timeout: float = 10):
+    """A cluster address that answers (ray.init itself waits minutes on a wrong one)."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise RayError(f"--ray={address}: no Ray cluster answers there ({getattr(e, 'strerror', None) or e}): "
+                       "give the head node's HOST:PORT (`ray status` on it), or start one with "
+                       "`ray start --head`") from None
+
+
 def ray_connect(address: str | None, quiet: bool = True):
     """Ray connected: to the cluster at `address` ('auto': the one `ray start` made here), else a
     local one with this machine's CPUs (and GPUs)."""
     ray = import_ray()
     if not ray.is_initialized():
         local = address in (None, "local")  # a new instance of its own, even where `ray start` made one
+        if not local and address != "auto":
+            _reachable(address)
         kw = {"include_dashboard": False} if local else {}
         try:
             ray.init(address="local" if local else address, log_to_driver=not quiet, logging_level="ERROR",
                      configure_logging=True, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = "a local Ray instance" if local else f"the Ray cluster at {address}"
-            raise RayMissing(f"--ray: cannot start or reach {where} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+            raise RayError(f"--ray: cannot start or reach {where} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
                              "check the address (`ray status` on the head node), or start the cluster with "
                              "`ray start --head`") from None
     return ray

@@ -325,6 +325,19 @@ def test_ray_missing(tmp_path, untrained_file, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
+def test_ray_address_that_does_not_answer(tmp_path, untrained_file, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'stvsr[ray]'")
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clip = make_clip(tmp_path / "in.mp4", count=3)
+    assert upsample(clip, "-o", tmp_path / "out", "--model", untrained_file, f"--ray=127.0.0.1:{port}") == 2
+    msg = _last_line(capsys)
+    assert f"--ray=127.0.0.1:{port}: no Ray cluster answers there" in msg and "ray start --head" in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 def test_unreadable_input_in_a_batch(tmp_path, untrained_file, capsys):
     clips = tmp_path / "clips"
     clips.mkdir()
