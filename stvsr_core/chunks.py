@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -191,7 +192,7 @@ def scan(src, engine, fps_default, turn: int = 0, chunk_frames: int = DEFAULT_CH
 
 # -- reading a chunk's source frames: frame-accurate seeking with PyAV ----------------------------
 
-def source_frames(path, first: int, last: int, pts: list) -> "iterator[np.ndarray]":
+def source_frames(path, first: int, last: int, pts: list) -> Iterator[np.ndarray]:
     """Source frames first..last (RGB uint8) of a video or an image folder. A video seeks to the
     keyframe at or before frame `first` and decodes forward to its timestamp; each frame's
     timestamp is checked against the plan, so a wrong seek can never shift a chunk."""
@@ -272,7 +273,7 @@ class LosslessWriter:
         self.partial.unlink(missing_ok=True)
 
 
-def read_lossless(path) -> "iterator[np.ndarray]":
+def read_lossless(path) -> Iterator[np.ndarray]:
     with av.open(str(path)) as c:
         for f in c.decode(c.streams.video[0]):
             yield f.to_ndarray(format="rgb24")

@@ -117,7 +117,8 @@ def _outputs(inputs: list[Path], output: Path, batch: bool) -> list[Path]:
     folder = _output_folder(output, len(inputs))
     outs, seen = [], {}
     for p in inputs:
-        name = p.name if p.suffix.lower() in ENCODERS else f"{p.stem}.mkv"  # same name; .mkv where stvsr cannot write the container
+        # the same name; .mkv where stvsr cannot write the input's container
+        name = p.name if p.suffix.lower() in ENCODERS else f"{p.stem}.mkv"
         if name in seen:
             raise MediaError(f"{p} and {seen[name]} would both be written to {folder / name}: rename one or "
                              "run them separately")

@@ -94,7 +94,7 @@ class ChunkWorker:
         from .weights import load_weights
         self.where = f"{socket.gethostname()}:{os.getpid()}"
         self.progress, self.error = progress, None
-        self.threads = threads
+        self.threads, self.tuner = threads, None
         try:
             if weights is not None:  # the driver's exact weights, through Ray's object store
                 with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:
@@ -122,24 +122,27 @@ class ChunkWorker:
         if not Path(source).exists():
             return base | {"error": f"{source}: not found on {self.where}: the input and the work folder must be "
                                     "on storage every node mounts at the same path"}
-        report, tuner = progress, None
-        if not self.threads and self.engine.device.type == "cpu":
-            tuner = ThreadTuner()  # as Engine.run: the thread count follows the machine's load
-        if self.progress is not None:
-            last = [0.0]
-
-            def report(done):
-                now = time.monotonic()
-                if now - last[0] > 0.25 or done == chunk.frames:
-                    last[0] = now
-                    self.progress.report.remote(f"{key}/{chunk.index}", done)
+        if self.tuner is None and not self.threads and self.engine.device.type == "cpu":
+            self.tuner = ThreadTuner()  # as Engine.run: the thread count follows the machine's load
+        report = progress if self.progress is None else self._reporter(f"{key}/{chunk.index}", chunk.frames)
         t0 = time.perf_counter()
         try:
             with restored_threads():
-                info = render_chunk(self.engine, source, chunk, turn, Path(path), report, tuner)
+                info = render_chunk(self.engine, source, chunk, turn, Path(path), report, self.tuner)
         except (ChunkError, InputError, MediaError, OSError) as e:
             return base | {"error": str(e)}
         return base | info | {"seconds": round(time.perf_counter() - t0, 3)}
+
+    def _reporter(self, key: str, frames: int):
+        """Frames done, to the cluster's progress actor, at most four times a second."""
+        last = [0.0]
+
+        def report(done):
+            now = time.monotonic()
+            if now - last[0] > 0.25 or done == frames:
+                last[0] = now
+                self.progress.report.remote(key, done)
+        return report
 
 
 class _Progress:
@@ -181,7 +184,8 @@ def ray_connect(address: str | None, quiet: bool = True):
                      configure_logging=True, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = "a local Ray instance" if local else f"the Ray cluster at {address}"
-            raise RayError(f"--ray: cannot start or reach {where} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RayError(f"--ray: cannot start or reach {where} ({why}): "
                              "check the address (`ray status` on the head node), or start the cluster with "
                              "`ray start --head`") from None
     return ray

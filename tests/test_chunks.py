@@ -19,7 +19,7 @@ from stvsr_core import chunks
 from stvsr_core.cli import main
 from stvsr_core.timeline import Retime, Timeline
 
-from helpers import real_frames, write_video
+from helpers import real_frames
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
@@ -82,8 +82,9 @@ def upsample(*args):
 
 # -- the plan ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("retime", [Retime(2), Retime(3), Retime(Fraction(5, 2)), Retime(1), Retime(2, exact_double=True),
-                                    Retime(Fraction(7, 3), exact_double=True), Retime(fps=Fraction(60000, 1001))])
+@pytest.mark.parametrize("retime", [Retime(2), Retime(3), Retime(Fraction(5, 2)), Retime(1),
+                                    Retime(2, exact_double=True), Retime(Fraction(7, 3), exact_double=True),
+                                    Retime(fps=Fraction(60000, 1001))])
 def test_every_output_frame_belongs_to_exactly_one_chunk(retime):
     """Chunks own the timeline's slots whose k lies in [first, last), plus k == last where they do
     not overlap the next; over many clip lengths, cut patterns and chunk sizes the chunks' slots are

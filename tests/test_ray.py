@@ -106,7 +106,8 @@ def test_the_whole_command_killed_then_resumed(tmp_path, untrained_file, cluster
     make_clip(clips / "a.mkv", count=24)
     make_clip(clips / "b.mkv", start=30, count=24)
     out, work = tmp_path / "out", tmp_path / "work"
-    args = [clips, "-o", out, "--model", untrained_file, "--bf16", "--chunk-frames", 3, "--work", work, f"--ray={cluster}"]
+    args = [clips, "-o", out, "--model", untrained_file, "--bf16", "--chunk-frames", 3, "--work", work,
+            f"--ray={cluster}"]
     p = stvsr(*args)
 
     def done():
