@@ -15,6 +15,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import torch
+
 from .chunks import Chunk, ChunkError, LosslessWriter, source_frames
 from .engine import Engine, EngineOptions, InputError
 from .threads import ThreadTuner, restored_threads, set_threads
@@ -128,6 +130,8 @@ class ChunkWorker:
         t0 = time.perf_counter()
         try:
             with restored_threads():
+                if self.tuner is not None:  # what the threads are now (restored after the last chunk)
+                    self.tuner.current = torch.get_num_threads()
                 info = render_chunk(self.engine, source, chunk, turn, Path(path), report, self.tuner)
         except (ChunkError, InputError, MediaError, OSError) as e:
             return base | {"error": str(e)}
