@@ -2,8 +2,9 @@
 
 Ray does the scheduling (an `ActorPool` hands the next chunk to the next free actor), the
 retries (an actor whose process dies is restarted, `max_restarts`, and the chunk it was rendering
-is retried, `max_task_retries`) and the placement (one actor per GPU where the cluster has GPUs,
-else one per `cpus_per_worker` CPUs). Each actor loads the model once, in its constructor, and
+is retried, `max_task_retries` = -1: while the actor lives) and the placement (one actor per GPU where the cluster has GPUs,
+else one per `cpus_per_worker` CPUs). Once no chunk is left to hand out, idle actors are ended,
+so that the actor of a lost machine can restart where they held a GPU or CPUs. Each actor loads the model once, in its constructor, and
 renders chunk after chunk with it. Without Ray the same `ChunkWorker` renders the chunks here.
 """
 from __future__ import annotations
@@ -23,7 +24,10 @@ from .threads import ThreadTuner, restored_threads, set_threads
 from .timeline import Slot
 from .video_io import MediaError, upright
 
-MAX_RESTARTS = 3  # per actor: a process that dies is restarted, and its chunk retried, this often
+# per actor: a process that dies is restarted this often; the chunk it was rendering is retried
+# until it finishes or the actor is dead for good (calls to an actor that is restarting, e.g. on
+# another node, count as tries too: so as many as it takes)
+MAX_RESTARTS = 3
 LOADS = 0  # models this process has loaded (a Ray actor: once, whatever the number of chunks)
 
 
@@ -206,9 +210,17 @@ def run_on_ray(jobs, *, address, model, weights, device, options, workers=0, cpu
     gpus = int(res.get("GPU", 0))
     slots = gpus if gpus else max(1, int(res.get("CPU", 1)) // cpus_per_worker)
     n = max(1, min(workers or slots, len(jobs)))
-    progress = ray.remote(num_cpus=0)(_Progress).remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    progress = ray.remote(num_cpus=0)(_Progress).options(scheduling_strategy=here).remote()  # on this machine
+
+    def frames_done():
+        try:
+            return ray.get(progress.total.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - the bar stops, the job goes on
+            return None
     actor = ray.remote(ChunkWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if gpus else 0,
-                                            max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
+                                            max_restarts=MAX_RESTARTS, max_task_retries=-1)
     threads = 0 if gpus else cpus_per_worker
     weights_ref = ray.put(weights) if weights is not None else None
     actors = [actor.remote(model, weights_ref, device, options, threads, progress) for _ in range(n)]
@@ -221,16 +233,18 @@ def run_on_ray(jobs, *, address, model, weights, device, options, workers=0, cpu
             try:
                 result = pool.get_next_unordered(timeout=poll)
             except TimeoutError:
-                if on_progress:
-                    on_progress(ray.get(progress.total.remote()))
+                if on_progress and (n_done := frames_done()) is not None:
+                    on_progress(n_done)
                 continue
-            if on_progress:
-                on_progress(ray.get(progress.total.remote()))
+            if on_progress and (n_done := frames_done()) is not None:
+                on_progress(n_done)
             if "error" in result:
                 failed = result
                 break
             if on_result:
                 on_result(result)
+            while pool.has_free():  # nothing left to hand out: an idle actor frees its GPU or CPUs, where
+                ray.kill(pool.pop_idle())  # an actor of a lost node can restart and finish its chunk
     except ray.exceptions.RayActorError as e:  # died more often than max_restarts allows
         failed = {"error": f"a Ray worker died more often than its {MAX_RESTARTS} restarts allow "
                            f"({type(e).__name__}): see `ray status` and the worker logs"}

@@ -21,6 +21,10 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'stvs
 pytestmark = pytest.mark.slow
 
 
+class Address(str):
+    """The cluster's address (what --ray takes), with the Cluster itself for tests that change it."""
+
+
 @pytest.fixture(scope="module")
 def cluster():
     from ray.cluster_utils import Cluster
@@ -28,7 +32,9 @@ def cluster():
                                                        "env_vars": {"OMP_NUM_THREADS": "1"}})
     c.add_node(num_cpus=1, env_vars={"OMP_NUM_THREADS": "1"})
     c.wait_for_nodes()
-    yield c.address
+    address = Address(c.address)
+    address.cluster = c
+    yield address
     c.shutdown()
 
 
@@ -96,6 +102,46 @@ def test_a_worker_killed_mid_chunk(tmp_path, untrained_file, cluster):
     assert len(set(w) - {killed}) == 2  # the other actor, and the killed one restarted as a new process
     assert all(loads == 1 for _, loads in w.values())
     assert list(work.iterdir()) == []
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_machine_lost_mid_run(tmp_path, untrained_file, cluster):
+    """The second node goes (its raylet and workers killed) while its actor renders a chunk: Ray
+    restarts that actor on the head node once the head's own actor has nothing left to do, and the
+    job completes with the single run's frames."""
+    clip = make_clip(tmp_path / "in.mp4", count=40)
+    work = tmp_path / "work"
+    c = cluster.cluster
+    node = c.worker_nodes and next(iter(c.worker_nodes))
+    raylet = node.all_processes["raylet"][0].process.pid
+    p = stvsr(clip, "-o", tmp_path / "ray", "--model", untrained_file, "--bf16", "--chunk-frames", 6, "--work", work,
+              f"--ray={cluster}")
+    lost, deadline = False, time.time() + 300
+    while not lost and p.poll() is None and time.time() < deadline:
+        for partial in (work / "ray").glob(".chunk_*.partial.mkv"):
+            try:
+                on_node = _parent(int(partial.name.split(".")[2])) == raylet
+            except (OSError, ValueError):
+                continue
+            if on_node:
+                c.remove_node(node, allow_graceful=False)
+                lost = True
+                break
+        time.sleep(0.005)
+    code, err = finish(p)
+    c.add_node(num_cpus=1, env_vars={"OMP_NUM_THREADS": "1"})  # for the tests after this one
+    c.wait_for_nodes()
+    assert lost, f"no chunk was in flight on the second node: make the clip longer\n{err}"
+    assert code == 0, err
+    assert main(["upsample", str(clip), "-o", str(tmp_path / "single"), "--model", str(untrained_file), "--bf16"]) == 0
+    assert same(tmp_path / "single", tmp_path / "ray")
+    w = workers(err)
+    assert len(w) >= 2 and sum(n for n, _ in w.values()) == int(re.search(r"in (\d+) chunk", err).group(1))
+    # (the head's actor and the lost node's restarted on the head; the lost one too if it finished a chunk)
 
 
 def test_the_whole_command_killed_then_resumed(tmp_path, untrained_file, cluster):
