@@ -38,20 +38,21 @@ _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "du
 
 
 def add_arguments(p):
-    g = p.add_argument_group("many and long videos (chunks, resume, Ray)")
+    g = p.add_argument_group("many and long videos: chunks, resume, Ray")
     g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="render chunks as Ray tasks: on a local Ray instance, or on the cluster at ADDRESS "
-                        "('auto': the one `ray start` made on this machine; write --ray=ADDRESS before the inputs); "
-                        "needs pip install 'stvsr[ray]'")
-    g.add_argument("--ray-workers", type=int, default=0,
-                   help="Ray workers (default 0: one per GPU of the cluster, else one per --cpus-per-worker CPUs)")
-    g.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (threads) of each Ray worker without GPUs")
-    g.add_argument("--chunk-frames", type=int, default=None,
-                   help=f"source frames per chunk (default {DEFAULT_CHUNK_FRAMES}); a chunk ends at the last scene "
+                   help="render the chunks on Ray: a local Ray instance of its own, or the cluster at ADDRESS "
+                        "(HOST:PORT; 'auto': the one `ray start` made on this machine; write --ray=ADDRESS when "
+                        "inputs follow); needs pip install 'stvsr[ray]'")
+    g.add_argument("--ray-workers", type=int, default=0, metavar="N",
+                   help="Ray workers (default: 0: one per GPU of the cluster, else one per --cpus-per-worker CPUs)")
+    g.add_argument("--cpus-per-worker", type=int, default=1, metavar="N",
+                   help="CPUs (threads) of each Ray worker on a cluster without GPUs (default: 1)")
+    g.add_argument("--chunk-frames", type=int, default=None, metavar="K",
+                   help=f"source frames per chunk (default: {DEFAULT_CHUNK_FRAMES}); a chunk ends at the last scene "
                         "cut in its second half, else overlaps the next by one frame")
-    g.add_argument("--work", default=None,
-                   help="folder for the chunks and the manifest that resume reads (default: .stvsr-work beside "
-                        "the output); with --ray on several machines, storage every node mounts at the same path")
+    g.add_argument("--work", default=None, metavar="DIR",
+                   help="folder for the chunks and the manifest that a rerun resumes from (default: .stvsr-work "
+                        "beside the output); on several machines, storage every node mounts at the same path")
 
 
 def _video_folder(p: Path) -> bool:
