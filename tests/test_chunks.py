@@ -162,6 +162,30 @@ def test_scene_cut_chunk_boundary(tmp_path, untrained_file):
     assert [(c.j0, c.j1) for c in plan.chunks] == [(0, 8), (8, 14), (14, 20), (20, 27)]
 
 
+def test_chunked_variable_rate_rotated_and_image_folder_inputs(tmp_path, untrained_file):
+    """A phone's variable-rate, rotated video (seeks by its own timestamps, rotation applied for
+    PNGs) and a folder of images: chunked, the single run's frames exactly; in Matroska the single
+    run's timestamps."""
+    from test_cli import VFR_STEPS_MS, _encode, _rgb
+    pts = np.cumsum([0] + VFR_STEPS_MS).tolist()
+    frames = _rgb(real_frames(start=6, count=len(pts), size=(96, 48)))
+    vfr = _encode(tmp_path / "vfr.mp4", [np.rot90(f, -1) for f in frames], fps=30, pts=pts,
+                  time_base=Fraction(1, 1000), rotation=90, options=None)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"f{i}.png")
+    for src in (vfr, folder):
+        for out in ("single", "chunked"):
+            extra = ["--chunk-frames", 3] if out == "chunked" else []
+            assert upsample(src, "-o", tmp_path / f"{src.stem}_{out}", "--model", untrained_file, *extra) == 0
+        a, b = pngs(tmp_path / f"{src.stem}_single"), pngs(tmp_path / f"{src.stem}_chunked")
+        assert len(a) == len(b) == 23 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert upsample(vfr, "-o", tmp_path / "single.mkv", "--model", untrained_file) == 0
+    assert upsample(vfr, "-o", tmp_path / "chunked.mkv", "--model", untrained_file, "--chunk-frames", 3) == 0
+    assert decoded(tmp_path / "single.mkv")[1] == decoded(tmp_path / "chunked.mkv")[1]
+
+
 def test_chunked_video_keeps_timestamps_audio_and_frames(tmp_path, untrained_file):
     """A lossy output (mp4 with audio): the same frame count and timestamps as the single run, the
     audio kept, the frames equal (the encoder gets the same frames)."""
