@@ -155,13 +155,12 @@ def _tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
 
 
-def scan(src, engine, fps_default, turn: int = 0, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-         output: str = "") -> Plan:
-    """Decode the clip (a `video_io.Source`) once: its timestamps through the one timeline (as
-    `stvsr upsample` streams them), the scene cuts by the one cut measure on the frames the engine
-    sees, and the chunks."""
+def scan(src, engine, fps_in, turn: int = 0, chunk_frames: int = DEFAULT_CHUNK_FRAMES, output: str = "",
+         time_base_of=None) -> Plan:
+    """Decode the clip (a `video_io.Source`, at `fps_in`) once: its timestamps through the one
+    timeline (as `stvsr upsample` streams them), the scene cuts by the one cut measure on the frames
+    the engine sees, and the chunks."""
     source = src.path
-    fps_in = src.fps or fps_default
     timeline = engine.timeline(fps_in)
     threshold = engine.options.scene_threshold
     slots, pts, cuts = [], [], []
@@ -176,7 +175,8 @@ def scan(src, engine, fps_default, turn: int = 0, chunk_frames: int = DEFAULT_CH
             cuts.append(n - 1)
         prev, n = L, n + 1
     if n < 2 and engine.retime.temporal:
-        raise MediaError(f"{source}: has {n} frame: interpolation needs at least 2 frames")
+        raise MediaError(f"{source}: has {n} frame: interpolation needs at least 2 frames "
+                         "(--factor 1 upscales a single frame)")
     timeline.close()
     slots.extend(timeline.ready())
     spans = split(n, cuts, chunk_frames)
@@ -185,7 +185,8 @@ def scan(src, engine, fps_default, turn: int = 0, chunk_frames: int = DEFAULT_CH
         chunks.append(Chunk(i, span.first, span.last, span.overlap, j0, j1,
                             [(s.k, f"{s.t.numerator}/{s.t.denominator}") for s in slots[j0:j1]],
                             pts[span.first:span.last + 1], span.last in cuts))
-    time_base = src.time_base / 2 if src.time_base else 1 / timeline.fps_out  # as stvsr upsample
+    # the output's time base: the single run's (`time_base_of(src_tb, timeline)`: cli_upsample._time_base)
+    time_base = time_base_of(src.time_base, timeline) if time_base_of else 1 / timeline.fps_out
     return Plan(str(source), str(output), n, Fraction(fps_in), timeline.fps_out, [s.time for s in slots], chunks,
                 turn, src.display_matrix, src.audio, time_base, src.size, cuts, timeline.repaired, src.error)
 

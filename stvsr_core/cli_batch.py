@@ -129,9 +129,24 @@ def _outputs(inputs: list[Path], output: Path, batch: bool) -> list[Path]:
 
 
 def _options(args):
-    """EngineOptions from the command line, as the single run builds them."""
-    from . import cli_upsample
-    return cli_upsample.engine_options(args)
+    """(EngineOptions, --input-fps) from the command line, read as the single run reads them."""
+    from . import cli_upsample as cu
+    factor, fps, input_fps = cu._retime(args)
+    return cu.engine_options(args, factor, fps, cu._precision(args)), input_fps
+
+
+def _input_rate(src, opts, input_fps):
+    """The clip's frame rate, as the single run takes it."""
+    from .cli_upsample import _rate
+    if src.fps is None:
+        if input_fps is None and opts.fps is not None:
+            what = "a folder of images" if src.path.is_dir() else "its video stream"
+            raise InputError(f"{src.path}: {what} states no frame rate, which --fps (the output rate) is "
+                             "relative to: give the input's rate with --input-fps RATE, or a --factor")
+        return input_fps or DEFAULT_FPS
+    if input_fps is not None and input_fps != src.fps:
+        log.warning("--input-fps %s ignored: %s states its own rate, %s fps", input_fps, src.path, _rate(src.fps))
+    return src.fps
 
 
 @dataclass
@@ -212,8 +227,8 @@ def _run(args, state) -> int:
         read_frames(clip.source).timed.close()
     if args.ray is not None:
         ray_connect(args.ray)  # a cluster that cannot be reached fails here, before the plan
+    opts, input_fps = _options(args)  # the options' one-line errors before the model
     model_path = resolve_model(args.model)
-    opts = _options(args)
     model = load_weights(model_path)
     settings = settings_of(opts, sha256(model_path), args.device)
     planner = Engine(model, "cpu", replace(opts, precision="fp32", backend="torch", workers=1, threads=0))
@@ -229,7 +244,8 @@ def _run(args, state) -> int:
             raise InputError(f"{clip.source}: its display matrix {'mirrors' if src.mirrored else 'rotates'} "
                              f"the picture{'' if src.mirrored else f' by {turn} degrees'}, which only a video "
                              f"output keeps: write .mp4, .mov, .mkv or .webm")
-        plan = scan(src, planner, args.fps or DEFAULT_FPS, turn, chunk_frames, str(clip.output))
+        plan = scan(src, planner, _input_rate(src, opts, input_fps), turn, chunk_frames, str(clip.output),
+                    time_base_of=_time_base)
         plan.key = job_key(plan, settings | {"chunk_frames": chunk_frames})
         clip.plan = plan
         clip.manifest = Manifest.open(clip.work, plan, args.overwrite, precision)
@@ -243,8 +259,8 @@ def _run(args, state) -> int:
         clip.todo = [c for c in plan.chunks if c.index not in clip.skipped]
         truncated += bool(plan.error)
         h, w = plan.size
-        print(f"stvsr: {clip.source} ({w}x{h}, {plan.n_src} frames, {float(plan.fps_in):.3f} fps, "
-              f"{len(plan.cuts)} scene cut(s)) -> {clip.output} ({plan.n_out} frames, {float(plan.fps_out):.3f} fps) "
+        print(f"stvsr: {clip.source} ({w}x{h}, {plan.n_src} frames, {_rate(plan.fps_in)} fps, "
+              f"{len(plan.cuts)} scene cut(s)) -> {clip.output} ({plan.n_out} frames, {_rate(plan.fps_out)} fps) "
               f"in {len(plan.chunks)} chunk(s): skipped {_ids(clip.skipped)} (finished before, verified), "
               f"rendering {_ids([c.index for c in clip.todo])}", file=sys.stderr)
         if plan.repaired:
@@ -343,6 +359,16 @@ def _precision(args, opts, clips) -> str:
             return "fp16"
         return resolve("cpu", "auto", opts.backend).precision
     return resolve(args.device, "auto", opts.backend).precision
+
+
+def _rate(fps) -> str:
+    from .cli_upsample import _rate
+    return _rate(fps)
+
+
+def _time_base(src_tb, timeline):
+    from .cli_upsample import _time_base
+    return _time_base(src_tb, timeline)
 
 
 def _ids(xs) -> str:

@@ -149,6 +149,19 @@ def test_chunked_frames_equal_the_single_run(tmp_path, untrained_file, capsys, e
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunked", "in.mp4", "single"]  # work folder gone
 
 
+@pytest.mark.parametrize("retime", [["--factor", "3"], ["--factor", "5/2"], ["--fps", "60"], ["--factor", "1"],
+                                    ["--no-upscale", "--factor", "4"], ["--factor", "7/3", "--exact-double"]])
+def test_chunked_frames_equal_the_single_run_at_any_rate(tmp_path, untrained_file, retime):
+    """Any factor, an fps target, spatial-only and temporal-only: the chunks own the one timeline's
+    slots, so the concatenation is the single run's frames (and count) exactly."""
+    clip = make_clip(tmp_path / "in.mp4", count=11)
+    assert upsample(clip, "-o", tmp_path / "single", "--model", untrained_file, *retime) == 0
+    assert upsample(clip, "-o", tmp_path / "chunked", "--model", untrained_file, "--chunk-frames", 3, *retime) == 0
+    single, chunked = pngs(tmp_path / "single"), pngs(tmp_path / "chunked")
+    assert len(single) == len(chunked) > 10
+    assert all(np.array_equal(a, b) for a, b in zip(single, chunked))
+
+
 def test_scene_cut_chunk_boundary(tmp_path, untrained_file):
     """The plan splits at the one cut measure's cut, and only there without overlap."""
     from stvsr_core import Engine, load_model
@@ -233,7 +246,7 @@ def test_killed_command_resumes_with_only_the_unfinished_chunks(tmp_path, untrai
     clip = make_clip(tmp_path / "in.mp4", count=40, gop=4)
     out, work = tmp_path / "out", tmp_path / "work"
     cmd = ["upsample", str(clip), "-o", str(out), "--model", str(untrained_file), "--chunk-frames", "2",
-           "--work", str(work), "--bf16"]  # a precision named: auto is measured in each process
+           "--work", str(work), "--precision", "bf16"]  # a precision named: auto is measured in each process
     p = subprocess.Popen([sys.executable, "-m", "stvsr_core.cli", *cmd], env=ENV, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and p.poll() is None:
@@ -255,7 +268,7 @@ def test_killed_command_resumes_with_only_the_unfinished_chunks(tmp_path, untrai
     assert f"skipped {', '.join(map(str, done))} (finished before, verified), rendering " \
            f"{', '.join(map(str, rendering))}" in err
     assert f"{len(rendering)} chunk(s) rendered, {len(done)} skipped" in err
-    assert upsample(clip, "-o", tmp_path / "single", "--model", untrained_file, "--bf16") == 0
+    assert upsample(clip, "-o", tmp_path / "single", "--model", untrained_file, "--precision", "bf16") == 0
     assert all(np.array_equal(a, b) for a, b in zip(pngs(tmp_path / "single"), pngs(out)))
     assert len(pngs(out)) == 79 and list(work.iterdir()) == []
 

@@ -69,7 +69,7 @@ def main() -> int:
             for i, n in enumerate((1, 2, 2, 1)):
                 out = tmp / f"out{i}"
                 cmd = [sys.executable, "-m", "stvsr_core.cli", "upsample", str(tmp / "clip.mp4"), "-o", str(out),
-                       "--model", args.model, "--bf16", "--chunk-frames", str(args.chunk_frames),
+                       "--model", args.model, "--precision", "bf16", "--chunk-frames", str(args.chunk_frames),
                        "--work", str(tmp / f"work{i}"), f"--ray={cluster.address}", "--ray-workers", str(n)]
                 t0 = time.perf_counter()
                 r = subprocess.run(cmd, env=env, capture_output=True, text=True)
