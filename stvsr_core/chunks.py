@@ -394,6 +394,7 @@ class Manifest:
 
     def mark_done(self, output: Path, frames: int):
         self.data["done"] = {"frames": frames, "sha256": sha256(output)}
+        self.data["stitching"] = False
         self.save()
         for c in self.plan.chunks:
             (self.work / c.name).unlink(missing_ok=True)

@@ -163,15 +163,19 @@ class Clip:
 
 
 def _done_before(out: Path, work: Path) -> bool:
-    """An output a previous run of this job stitched (its manifest records the output's SHA-256)."""
+    """An output a previous run of this job stitched (its manifest records the output's SHA-256, or
+    that the stitch had begun: an output only ever appears complete, by a rename)."""
     import json
     m = work / "manifest.json"
     if not (out.exists() and m.is_file()):
         return False
     try:
-        done = json.loads(m.read_text()).get("done")
+        data = json.loads(m.read_text())
     except (OSError, ValueError):
         return False
+    if data.get("stitching"):  # stitched, then stopped before the manifest said so: the output is ours
+        return True
+    done = data.get("done")
     return bool(done) and sha256(out) == done["sha256"]
 
 
@@ -253,8 +257,8 @@ def _run(args, state) -> int:
             print(f"stvsr: {clip.source}: done before ({clip.output}, {plan.n_out} frames): skipped", file=sys.stderr)
             clip.todo, clip.skipped = [], list(range(len(plan.chunks)))
             continue
-        if clip.output.exists() and not args.overwrite:  # stitched by another job
-            check_output(clip.output, clip.source, args.overwrite)
+        if clip.output.exists() and not args.overwrite and not clip.manifest.data.get("stitching"):
+            check_output(clip.output, clip.source, args.overwrite)  # stitched by another job
         clip.skipped = [c.index for c in plan.chunks if clip.manifest.verified(c)]
         clip.todo = [c for c in plan.chunks if c.index not in clip.skipped]
         truncated += bool(plan.error)
@@ -379,6 +383,8 @@ def _stitch(clip: Clip, overwrite: bool):
     """The chunks in order into the output, at the timeline's times, with the source's audio."""
     import av
     plan = clip.plan
+    clip.manifest.data["stitching"] = True  # from here an OUTPUT there is this job's (see _done_before)
+    clip.manifest.save()
     audio = Path(plan.source) if plan.audio else None
     with open_writer(clip.output, plan.fps_out, True, audio, plan.display_matrix if clip.keep else None,
                      plan.time_base) as writer:

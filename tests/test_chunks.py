@@ -301,6 +301,21 @@ def test_a_batch_resumes_past_its_finished_outputs(tmp_path, untrained_file, cap
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
 
 
+def test_stopped_between_the_stitch_and_the_manifest(tmp_path, untrained_file, capsys, monkeypatch):
+    """The output renamed into place, then the command killed before the manifest recorded it:
+    the rerun knows the output is this job's (the stitch had begun) and writes it again."""
+    from stvsr_core import chunks as chunks_module
+    clip = make_clip(tmp_path / "in.mp4", count=6)
+    monkeypatch.setattr(chunks_module.Manifest, "mark_done", lambda self, out, n: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    cmd = [clip, "-o", tmp_path / "out.mkv", "--model", untrained_file, "--chunk-frames", 3]
+    assert upsample(*cmd) == 130 and (tmp_path / "out.mkv").exists()
+    monkeypatch.undo()
+    assert upsample(*cmd) == 0
+    assert "rendering none" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mkv"]
+
+
 def test_a_damaged_chunk_is_rendered_again(tmp_path, untrained_file, capsys, monkeypatch):
     """A chunk file whose checksum no longer matches the manifest is not taken as done."""
     from stvsr_core import cli_batch
