@@ -179,6 +179,8 @@ def scan(src, engine, fps_in, turn: int = 0, chunk_frames: int = DEFAULT_CHUNK_F
                          "(--factor 1 upscales a single frame)")
     timeline.close()
     slots.extend(timeline.ready())
+    if None in pts or any(a >= b for a, b in zip(pts, pts[1:])):
+        pts = [None] * n  # timestamps that cannot place a seek: each chunk counts frames from the start
     spans = split(n, cuts, chunk_frames)
     chunks = []
     for i, (span, (j0, j1)) in enumerate(zip(spans, assign(slots, spans))):

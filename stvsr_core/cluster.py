@@ -44,6 +44,9 @@ def import_ray():
     return ray
 
 
+KEEP = 16  # decoded source frames a chunk keeps for the engine's random access (its caches hold 8)
+
+
 def render_chunk(engine: Engine, source, chunk: Chunk, turn: int, path: Path, progress=None,
                  tuner: ThreadTuner | None = None) -> dict:
     """Render one chunk's output frames (the clip's slots j0..j1-1) into a lossless file at `path`.
@@ -58,7 +61,7 @@ def render_chunk(engine: Engine, source, chunk: Chunk, turn: int, path: Path, pr
     window: dict[int, object] = {}
     nxt = chunk.first
 
-    def frame(k_local: int):
+    def frame(k_local: int):  # source(k) for the engine: decoded in order, the last few kept
         nonlocal nxt
         k = chunk.first + k_local
         while k not in window:
@@ -66,7 +69,9 @@ def render_chunk(engine: Engine, source, chunk: Chunk, turn: int, path: Path, pr
                 raise ChunkError(f"{source}: frame {k} was needed again after it was released")
             window[nxt] = _to_tensor(upright(next(frames), turn))
             nxt += 1
-        return window.pop(k)
+            for old in [q for q in window if q < nxt - KEEP]:
+                del window[old]
+        return window[k]
 
     writer = LosslessWriter(path)
     unit = tuner.unit if tuner else None
