@@ -114,6 +114,22 @@ def test_chunks_end_at_cuts_in_their_second_half_else_overlap():
                                                             (23, 29, False)]
 
 
+def test_seeking_is_frame_accurate(tmp_path):
+    """Frames first..last by a keyframe seek (timestamps) or by counting from the start: each the
+    sequentially decoded frames; a plan whose timestamps do not match the file is refused."""
+    clip = make_clip(tmp_path / "in.mp4", count=17, gop=4)
+    with av.open(str(clip)) as c:
+        fs = list(c.decode(video=0))
+    every = [f.to_ndarray(format="rgb24") for f in fs]
+    pts = [f.pts for f in fs]
+    for first, last in [(0, 3), (3, 9), (5, 5), (8, 16), (13, 16)]:
+        for plan_pts in (pts[first:last + 1], [None] * (last - first + 1)):
+            got = list(chunks.source_frames(clip, first, last, plan_pts))
+            assert len(got) == last - first + 1 and all(np.array_equal(a, b) for a, b in zip(got, every[first:]))
+    with pytest.raises(chunks.ChunkError, match="the plan says"):
+        list(chunks.source_frames(clip, 4, 8, [p + 1 if i == 2 else p for i, p in enumerate(pts[4:9])]))
+
+
 def test_lossless_chunks_are_exact(tmp_path):
     """FFV1 intermediates give back exactly the uint8 frames written (random noise, the worst case)."""
     rng = np.random.default_rng(1)
