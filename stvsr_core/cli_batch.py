@@ -160,6 +160,7 @@ class Clip:
     todo: list | None = None
     skipped: list | None = None
     written: int = 0
+    stitch_seconds: float = 0.0
 
 
 def _done_before(out: Path, work: Path) -> bool:
@@ -280,11 +281,11 @@ def _run(args, state) -> int:
     for c in clips:  # clips with nothing left to render (all chunks finished before)
         if not c.todo and not c.manifest.finished(c.output):
             _stitch(c, args.overwrite)
-    workers: dict[str, list] = {}  # where -> [chunks rendered, models loaded there]
+    workers: dict[str, list] = {}  # where -> [chunks rendered, models loaded there, seconds rendering]
     with tqdm(total=total, unit="frame", desc="upsample", dynamic_ncols=True) as bar:
         def on_result(r):
-            w = workers.setdefault(r["worker"], [0, 0])
-            w[0], w[1] = w[0] + 1, r["loads"]
+            w = workers.setdefault(r["worker"], [0, 0, 0.0])
+            w[0], w[1], w[2] = w[0] + 1, r["loads"], w[2] + r.get("seconds", 0)
             clip = by_key[r["key"]]
             chunk = clip.plan.chunks[r["chunk"]]
             path = clip.work / chunk.name
@@ -334,8 +335,11 @@ def _run(args, state) -> int:
           f"({rendered} chunk(s) rendered, {sum(len(c.skipped) for c in clips)} skipped"
           f"{', on Ray' if args.ray is not None else ''})", file=sys.stderr)
     if workers:
-        print("stvsr: workers: " + ", ".join(f"{w} ({n} chunk(s), model loaded {loads}x)"
-                                             for w, (n, loads) in sorted(workers.items())), file=sys.stderr)
+        print("stvsr: workers: " + ", ".join(f"{w} ({n} chunk(s) in {sec:.1f} s, model loaded {loads}x)"
+                                             for w, (n, loads, sec) in sorted(workers.items())), file=sys.stderr)
+    stitched = sum(c.stitch_seconds for c in clips)
+    if stitched:
+        print(f"stvsr: stitched in {stitched:.1f} s", file=sys.stderr)
     for c in clips:  # all finished: the work folder goes
         shutil.rmtree(c.work, ignore_errors=True)
     if not args.work and work_root.is_dir() and not any(work_root.iterdir()):
@@ -383,6 +387,7 @@ def _stitch(clip: Clip, overwrite: bool):
     """The chunks in order into the output, at the timeline's times, with the source's audio."""
     import av
     plan = clip.plan
+    t0 = time.perf_counter()
     clip.manifest.data["stitching"] = True  # from here an OUTPUT there is this job's (see _done_before)
     clip.manifest.save()
     audio = Path(plan.source) if plan.audio else None
@@ -403,4 +408,5 @@ def _stitch(clip: Clip, overwrite: bool):
             raise ChunkError(f"{clip.output}: the chunks gave {j} frames, the plan {plan.n_out}: rerun the same "
                              "command (the chunks are verified again)")
     clip.written = writer.count
+    clip.stitch_seconds = time.perf_counter() - t0
     clip.manifest.mark_done(clip.output, writer.count)

@@ -57,7 +57,7 @@ def workers(err):
     """{pid: (chunks, model loads)} from the run's `workers:` line."""
     line = next(line for line in err.splitlines() if line.startswith("stvsr: workers:"))
     return {int(pid): (int(n), int(loads)) for pid, n, loads in
-            re.findall(r":(\d+) \((\d+) chunk\(s\), model loaded (\d+)x\)", line)}
+            re.findall(r":(\d+) \((\d+) chunk\(s\) in [\d.]+ s, model loaded (\d+)x\)", line)}
 
 
 def same(a, b):
