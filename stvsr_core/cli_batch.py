@@ -184,7 +184,7 @@ def run(args) -> int:
     from .cli_upsample import Terminated, _terminate
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
-    state = {"work": None}
+    state = {"work": None, "stitchers": {}}
     resume = lambda: (f": finished chunks are kept in {state['work']}: rerun the same command to resume"
                       if state["work"] else "; no output written")
     try:
@@ -199,6 +199,8 @@ def run(args) -> int:
         print(f"stvsr upsample: terminated{resume()}", file=sys.stderr)
         return 143
     finally:
+        for st in state["stitchers"].values():
+            st.abort()
         release_locks()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -278,9 +280,9 @@ def _run(args, state) -> int:
             for c in clips for ch in c.todo]
     total = sum(ch.frames for c in clips for ch in c.todo)
     t0 = time.time()
-    for c in clips:  # clips with nothing left to render (all chunks finished before)
-        if not c.todo and not c.manifest.finished(c.output):
-            _stitch(c, args.overwrite)
+    stitchers = state["stitchers"] = {c.plan.key: Stitcher(c) for c in clips if not c.manifest.finished(c.output)}
+    for st in stitchers.values():  # what finished before: all of a clip, or the chunks it starts with
+        st.advance()
     workers: dict[str, list] = {}  # where -> [chunks rendered, models loaded there, seconds rendering]
     with tqdm(total=total, unit="frame", desc="upsample", dynamic_ncols=True) as bar:
         def on_result(r):
@@ -296,8 +298,7 @@ def _run(args, state) -> int:
             clip.manifest.record(chunk, {k: r[k] for k in ("file", "frames", "sha256", "worker", "loads")})
             log.debug("%s: %s done on %s", clip.source, chunk.label(), r["worker"])
             clip.todo = [c for c in clip.todo if c.index != chunk.index]
-            if not clip.todo:
-                _stitch(clip, args.overwrite)
+            stitchers[clip.plan.key].advance()
 
         def on_progress(frames):
             bar.update(frames - bar.n)
@@ -383,30 +384,58 @@ def _ids(xs) -> str:
     return ", ".join(map(str, xs)) if xs else "none"
 
 
-def _stitch(clip: Clip, overwrite: bool):
-    """The chunks in order into the output, at the timeline's times, with the source's audio."""
-    import av
-    plan = clip.plan
-    t0 = time.perf_counter()
-    clip.manifest.data["stitching"] = True  # from here an OUTPUT there is this job's (see _done_before)
-    clip.manifest.save()
-    audio = Path(plan.source) if plan.audio else None
-    with open_writer(clip.output, plan.fps_out, True, audio, plan.display_matrix if clip.keep else None,
-                     plan.time_base) as writer:
+class Stitcher:
+    """A clip's output, written from its chunks in order as soon as each is finished (so the encode
+    runs beside the rendering, not after it), at the timeline's times, with the source's audio,
+    through the single run's writer. Only a complete output is renamed into place."""
+
+    def __init__(self, clip: Clip):
+        self.clip, self.writer, self.next, self.j = clip, None, 0, 0
+
+    def advance(self):
+        clip, plan = self.clip, self.clip.plan
+        t0 = time.perf_counter()
+        while self.next < len(plan.chunks) and str(self.next) in clip.manifest.data["chunks"]:
+            if self.writer is None:
+                self._open()
+            for rgb in read_lossless(clip.work / plan.chunks[self.next].name):
+                if self.j < plan.n_out:
+                    self.writer.write(rgb, plan.times[self.j])
+                self.j += 1
+            self.next += 1
+        clip.stitch_seconds += time.perf_counter() - t0
+        if self.next == len(plan.chunks) and self.writer is not None:
+            self._close()
+
+    def _open(self):
+        import av
+        clip, plan = self.clip, self.clip.plan
+        clip.manifest.data["stitching"] = True  # from here an OUTPUT there is this job's (see _done_before)
+        clip.manifest.save()
+        audio = Path(plan.source) if plan.audio else None
+        writer = open_writer(clip.output, plan.fps_out, True, audio, plan.display_matrix if clip.keep else None,
+                             plan.time_base)
+        self.writer = writer.__enter__()
         container = getattr(writer, "container", None)
         if container is not None and Path(plan.source).is_file():
             with av.open(plan.source) as src:  # the clip's metadata (title, date, ...)
                 container.metadata.update({k: v for k, v in src.metadata.items() if k.lower() not in _OWN_TAGS})
-        j = 0
-        for chunk in plan.chunks:
-            for rgb in read_lossless(clip.work / chunk.name):
-                if j >= plan.n_out:
-                    break
-                writer.write(rgb, plan.times[j])
-                j += 1
-        if j != plan.n_out:
-            raise ChunkError(f"{clip.output}: the chunks gave {j} frames, the plan {plan.n_out}: rerun the same "
-                             "command (the chunks are verified again)")
-    clip.written = writer.count
-    clip.stitch_seconds = time.perf_counter() - t0
-    clip.manifest.mark_done(clip.output, writer.count)
+
+    def _close(self):
+        clip, plan, writer = self.clip, self.clip.plan, self.writer
+        if self.j != plan.n_out:
+            self.abort()
+            raise ChunkError(f"{clip.output}: the chunks gave {self.j} frames, the plan {plan.n_out}: rerun the "
+                             "same command (the chunks are verified again)")
+        t0 = time.perf_counter()
+        self.writer = None
+        writer.__exit__(None, None, None)  # the rename into place
+        clip.stitch_seconds += time.perf_counter() - t0
+        clip.written = writer.count
+        clip.manifest.mark_done(clip.output, writer.count)
+
+    def abort(self):
+        """Stopped or failed: the partial output goes (the chunks stay for the rerun)."""
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)

@@ -249,6 +249,19 @@ def test_folder_of_clips_becomes_folder_of_outputs(tmp_path, untrained_file, cap
 
 # -- resume ------------------------------------------------------------------------------------
 
+def interrupt_after_stitching(monkeypatch, after=0):
+    """Ctrl-C once an output is renamed into place, before its manifest records it (the chunks stay)."""
+    done = chunks.Manifest.mark_done
+    calls = []
+
+    def mark_done(self, output, frames):
+        calls.append(output)
+        if len(calls) > after:
+            raise KeyboardInterrupt
+        return done(self, output, frames)
+    monkeypatch.setattr(chunks.Manifest, "mark_done", mark_done)
+
+
 def _manifest(work):
     try:
         return json.loads((work / "manifest.json").read_text())
@@ -290,25 +303,18 @@ def test_killed_command_resumes_with_only_the_unfinished_chunks(tmp_path, untrai
 
 
 def test_a_batch_resumes_past_its_finished_outputs(tmp_path, untrained_file, capsys, monkeypatch):
-    """Interrupted while stitching the second clip: the rerun skips the first (its output verified
-    against the manifest) and stitches the second from its finished chunks, rendering nothing."""
-    from stvsr_core import cli_batch
+    """Interrupted after the second clip's output was renamed into place but before its manifest
+    said so: the rerun skips the first (its output verified against the manifest) and stitches
+    the second again from its finished chunks, rendering nothing."""
     clips = tmp_path / "clips"
     clips.mkdir()
     make_clip(clips / "a.mp4", count=5)
     make_clip(clips / "b.mp4", start=30, count=5)
-    stitch, calls = cli_batch._stitch, []
-
-    def second_fails(clip, overwrite):
-        calls.append(clip.output.name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return stitch(clip, overwrite)
-    monkeypatch.setattr(cli_batch, "_stitch", second_fails)
+    interrupt_after_stitching(monkeypatch, after=1)
     out = tmp_path / "out"
     assert upsample(clips, "-o", out, "--model", untrained_file, "--chunk-frames", 3) == 130
-    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["a.mp4"]
-    monkeypatch.setattr(cli_batch, "_stitch", stitch)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.mp4", "b.mp4"]
+    monkeypatch.undo()
     capsys.readouterr()
     assert upsample(clips, "-o", out, "--model", untrained_file, "--chunk-frames", 3) == 0
     err = capsys.readouterr().err
@@ -334,11 +340,9 @@ def test_stopped_between_the_stitch_and_the_manifest(tmp_path, untrained_file, c
 
 def test_a_damaged_chunk_is_rendered_again(tmp_path, untrained_file, capsys, monkeypatch):
     """A chunk file whose checksum no longer matches the manifest is not taken as done."""
-    from stvsr_core import cli_batch
     clip = make_clip(tmp_path / "in.mp4", count=8)
     work = tmp_path / "work"
-    stitch = cli_batch._stitch
-    monkeypatch.setattr(cli_batch, "_stitch", lambda clip, overwrite: (_ for _ in ()).throw(KeyboardInterrupt))
+    interrupt_after_stitching(monkeypatch)
     cmd = [clip, "-o", tmp_path / "out", "--model", untrained_file, "--chunk-frames", 3, "--work", work]
     assert upsample(*cmd) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
@@ -346,7 +350,7 @@ def test_a_damaged_chunk_is_rendered_again(tmp_path, untrained_file, capsys, mon
     data = bytearray(chunk1.read_bytes())
     data[-100] ^= 0xFF
     chunk1.write_bytes(bytes(data))
-    monkeypatch.setattr(cli_batch, "_stitch", stitch)
+    monkeypatch.undo()
     assert upsample(*cmd) == 0
     assert "skipped 0, 2, 3 (finished before, verified), rendering 1" in capsys.readouterr().err
 
@@ -354,18 +358,17 @@ def test_a_damaged_chunk_is_rendered_again(tmp_path, untrained_file, capsys, mon
 def test_a_resumed_job_keeps_its_precision(tmp_path, untrained_file, capsys, monkeypatch):
     """precision auto is resolved once a job (on a CPU: measured, so it can change under load) and
     kept in the manifest: a resume renders at the precision the finished chunks were made at."""
-    from stvsr_core import cli_batch, precision
+    from stvsr_core import precision
     clip = make_clip(tmp_path / "in.mp4", count=6)
     work = tmp_path / "work"
-    stitch = cli_batch._stitch
-    monkeypatch.setattr(cli_batch, "_stitch", lambda clip, overwrite: (_ for _ in ()).throw(KeyboardInterrupt))
+    interrupt_after_stitching(monkeypatch)
     monkeypatch.setattr(precision, "cpu_prefers_bf16", lambda: True)
     monkeypatch.setattr("stvsr_core.runtime.cpu_prefers_bf16", lambda: True)
     cmd = [clip, "-o", tmp_path / "out", "--model", untrained_file, "--chunk-frames", 3, "--work", work]
     assert upsample(*cmd) == 130
     assert chunks.stored_precision(work / "out") == "bf16"
+    monkeypatch.undo()
     monkeypatch.setattr("stvsr_core.runtime.cpu_prefers_bf16", lambda: False)  # the measurement flips
-    monkeypatch.setattr(cli_batch, "_stitch", stitch)
     capsys.readouterr()
     assert upsample(*cmd) == 0
     assert "skipped 0, 1, 2 (finished before, verified), rendering none" in capsys.readouterr().err
