@@ -178,6 +178,20 @@ def test_chunked_frames_equal_the_single_run_at_any_rate(tmp_path, untrained_fil
     assert all(np.array_equal(a, b) for a, b in zip(single, chunked))
 
 
+def test_chunked_4x_model_equals_the_single_run(tmp_path):
+    """Any model scale: the shipped 4x model (stvsr-fast-x4) chunked at --factor 3."""
+    from stvsr_core import list_models
+    if "stvsr-fast-x4" not in list_models():
+        pytest.skip("stvsr-fast-x4 is not shipped in this install")
+    clip = make_clip(tmp_path / "in.mp4", count=7, size=(64, 48))
+    args = ["--model", "stvsr-fast-x4", "--factor", "3", "--precision", "fp32"]
+    assert upsample(clip, "-o", tmp_path / "single", *args) == 0
+    assert upsample(clip, "-o", tmp_path / "chunked", "--chunk-frames", 3, *args) == 0
+    single, chunked = pngs(tmp_path / "single"), pngs(tmp_path / "chunked")
+    assert len(single) == len(chunked) == 19 and single[0].shape == (192, 256, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(single, chunked))
+
+
 def test_scene_cut_chunk_boundary(tmp_path, untrained_file):
     """The plan splits at the one cut measure's cut, and only there without overlap."""
     from stvsr_core import Engine, load_model
