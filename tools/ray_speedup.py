@@ -51,8 +51,8 @@ def frames_of(folder: Path) -> list[bytes]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=48, help="source frames of the clip (default 48)")
-    ap.add_argument("--width", type=int, default=320, help="clip width in pixels (default 320)")
+    ap.add_argument("--frames", type=int, default=64, help="source frames of the clip (default 64: all)")
+    ap.add_argument("--width", type=int, default=640, help="clip width in pixels (default 640: the clip's own)")
     ap.add_argument("--chunk-frames", type=int, default=8, help="source frames per chunk (default 8)")
     ap.add_argument("--model", default="default")
     args = ap.parse_args()
