@@ -2,10 +2,11 @@
 
 Ray does the scheduling (an `ActorPool` hands the next chunk to the next free actor), the
 retries (an actor whose process dies is restarted, `max_restarts`, and the chunk it was rendering
-is retried, `max_task_retries` = -1: while the actor lives) and the placement (one actor per GPU where the cluster has GPUs,
-else one per `cpus_per_worker` CPUs). Once no chunk is left to hand out, idle actors are ended,
-so that the actor of a lost machine can restart where they held a GPU or CPUs. Each actor loads the model once, in its constructor, and
-renders chunk after chunk with it. Without Ray the same `ChunkWorker` renders the chunks here.
+is retried, `max_task_retries` = -1: while the actor lives) and the placement (one actor per GPU
+where the cluster has GPUs, else one per `cpus_per_worker` CPUs). Once no chunk is left to hand
+out, idle actors are ended, so that the actor of a lost machine can restart where they held a GPU
+or CPUs. Each actor loads the model once, in its constructor, and renders chunk after chunk with
+it. Without Ray the same `ChunkWorker` renders the chunks here.
 """
 from __future__ import annotations
 

@@ -60,6 +60,14 @@ def workers(err):
             re.findall(r":(\d+) \((\d+) chunk\(s\) in [\d.]+ s, model loaded (\d+)x\)", line)}
 
 
+BF16 = ["--precision", "bf16"]  # named: auto is measured in each process
+
+
+def single(clip, out, model):
+    """The single streaming run of the same command, in this process."""
+    return main(["upsample", str(clip), "-o", str(out), "--model", str(model), *BF16])
+
+
 def same(a, b):
     fa, fb = pngs(a), pngs(b)
     return len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb))
@@ -67,8 +75,8 @@ def same(a, b):
 
 def test_two_nodes_give_the_single_run_frames(tmp_path, untrained_file, cluster):
     clip = make_clip(tmp_path / "in.mp4", count=24)
-    assert main(["upsample", str(clip), "-o", str(tmp_path / "single"), "--model", str(untrained_file), "--precision", "bf16"]) == 0
-    code, err = finish(stvsr(clip, "-o", tmp_path / "ray", "--model", untrained_file, "--precision", "bf16", "--chunk-frames", 4,
+    assert single(clip, tmp_path / "single", untrained_file) == 0
+    code, err = finish(stvsr(clip, "-o", tmp_path / "ray", "--model", untrained_file, *BF16, "--chunk-frames", 4,
                              f"--ray={cluster}"))
     assert code == 0, err
     assert same(tmp_path / "single", tmp_path / "ray")
@@ -82,7 +90,7 @@ def test_a_worker_killed_mid_chunk(tmp_path, untrained_file, cluster):
     chunk; the job completes with the single run's frames and no partial file is taken as done."""
     clip = make_clip(tmp_path / "in.mp4", count=48)
     work = tmp_path / "work"
-    p = stvsr(clip, "-o", tmp_path / "ray", "--model", untrained_file, "--precision", "bf16", "--chunk-frames", 6, "--work", work,
+    p = stvsr(clip, "-o", tmp_path / "ray", "--model", untrained_file, *BF16, "--chunk-frames", 6, "--work", work,
               f"--ray={cluster}")
     killed, deadline = None, time.time() + 300
     while killed is None and p.poll() is None and time.time() < deadline:
@@ -94,7 +102,7 @@ def test_a_worker_killed_mid_chunk(tmp_path, untrained_file, cluster):
     code, err = finish(p)
     assert killed is not None, f"no chunk was in flight: make the clip longer\n{err}"
     assert code == 0, err
-    assert main(["upsample", str(clip), "-o", str(tmp_path / "single"), "--model", str(untrained_file), "--precision", "bf16"]) == 0
+    assert single(clip, tmp_path / "single", untrained_file) == 0
     assert same(tmp_path / "single", tmp_path / "ray")
     w = workers(err)
     n_chunks = int(re.search(r"in (\d+) chunk", err).group(1))
@@ -118,7 +126,7 @@ def test_a_machine_lost_mid_run(tmp_path, untrained_file, cluster):
     c = cluster.cluster
     node = c.worker_nodes and next(iter(c.worker_nodes))
     raylet = node.all_processes["raylet"][0].process.pid
-    p = stvsr(clip, "-o", tmp_path / "ray", "--model", untrained_file, "--precision", "bf16", "--chunk-frames", 6, "--work", work,
+    p = stvsr(clip, "-o", tmp_path / "ray", "--model", untrained_file, *BF16, "--chunk-frames", 6, "--work", work,
               f"--ray={cluster}")
     lost, deadline = False, time.time() + 300
     while not lost and p.poll() is None and time.time() < deadline:
@@ -137,7 +145,7 @@ def test_a_machine_lost_mid_run(tmp_path, untrained_file, cluster):
     c.wait_for_nodes()
     assert lost, f"no chunk was in flight on the second node: make the clip longer\n{err}"
     assert code == 0, err
-    assert main(["upsample", str(clip), "-o", str(tmp_path / "single"), "--model", str(untrained_file), "--precision", "bf16"]) == 0
+    assert single(clip, tmp_path / "single", untrained_file) == 0
     assert same(tmp_path / "single", tmp_path / "ray")
     w = workers(err)
     assert len(w) >= 2 and sum(n for n, _ in w.values()) == int(re.search(r"in (\d+) chunk", err).group(1))
@@ -152,7 +160,7 @@ def test_the_whole_command_killed_then_resumed(tmp_path, untrained_file, cluster
     make_clip(clips / "a.mkv", count=24)
     make_clip(clips / "b.mkv", start=30, count=24)
     out, work = tmp_path / "out", tmp_path / "work"
-    args = [clips, "-o", out, "--model", untrained_file, "--precision", "bf16", "--chunk-frames", 3, "--work", work,
+    args = [clips, "-o", out, "--model", untrained_file, *BF16, "--chunk-frames", 3, "--work", work,
             f"--ray={cluster}"]
     p = stvsr(*args)
 
