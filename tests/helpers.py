@@ -44,11 +44,13 @@ def random_model(config=None, seed=0):
     return m.eval()
 
 
-def write_video(path, frames, fps=25, audio=False, audio_seconds=None):
+def write_video(path, frames, fps=25, audio=False, audio_seconds=None, options=None, title=None):
     """Encode uint8 RGB frames (and optionally a 440 Hz tone, as long as the video unless
-    `audio_seconds` says otherwise) with PyAV."""
+    `audio_seconds` says otherwise) with PyAV; `options` for libx264 (e.g. a GOP), `title` tag."""
     with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
+        if title:
+            c.metadata["title"] = title
+        s = c.add_stream("libx264", rate=fps, options=options or {})
         s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
         a = None
         if audio:

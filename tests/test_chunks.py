@@ -19,7 +19,7 @@ from stvsr_core import chunks
 from stvsr_core.cli import main
 from stvsr_core.timeline import Retime, Timeline
 
-from helpers import real_frames
+from helpers import real_frames, write_video
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
@@ -29,31 +29,8 @@ def make_clip(path, start=6, count=14, size=(96, 64), fps=25, audio=False, gop=5
     chunks seek to keyframes inside the clip."""
     frames = [(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
               for f in real_frames(start=start, count=count, size=size)]
-    with av.open(str(path), "w") as c:
-        if title:
-            c.metadata["title"] = title
-        s = c.add_stream("libx264", rate=fps, options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
-        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
-        a = None
-        if audio:
-            a = c.add_stream("aac", rate=48000)
-            a.layout = "stereo"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-        if a is not None:
-            n = int(48000 * count / fps)
-            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
-            for i in range(0, n, 1024):
-                af = av.AudioFrame.from_ndarray(np.stack([tone, tone])[:, i:i + 1024].copy(), format="fltp",
-                                                layout="stereo")
-                af.sample_rate = 48000
-                for p in a.encode(af):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
+    gops = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+    write_video(path, frames, fps, audio, options=gops, title=title)
     return path
 
 
