@@ -160,6 +160,11 @@ def _number(text: str | None, option: str) -> Fraction | None:
         raise InputError(str(e)) from None
 
 
+def _factor(f: Fraction) -> str:
+    """The frame-rate factor for the start line: 2, 5/2, or 1.999 where an fps target gives an odd one."""
+    return str(f) if f.denominator <= 8 else f"{float(f):.4g}"
+
+
 def _rate(fps: Fraction) -> str:
     """A frame rate for the start and final lines: 25, 59.940 (60000/1001)."""
     return str(fps) if fps.denominator == 1 else f"{float(fps):.3f} ({fps})"
@@ -246,7 +251,7 @@ def _run(args) -> int:
     about = "about " if timeline.by_time and src.variable_rate else ""
     length = "?" if n_out is None else f"{about}{n_out} frames, {float(n_out / fps_out):.3f} s"
     print(f"stvsr: {args.input} ({w}x{h}, {src.count or '?'} frames, {_rate(fps_in)} fps) -> {args.output} "
-          f"({ow * s}x{oh * s}, {length} at {_rate(fps_out)} fps, x{timeline.factor} frame rate{rotated}) "
+          f"({ow * s}x{oh * s}, {length} at {_rate(fps_out)} fps, x{_factor(timeline.factor)} frame rate{rotated}) "
           f"on {engine.precision}", file=sys.stderr)
     t0 = time.time()
 
