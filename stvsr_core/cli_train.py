@@ -69,7 +69,8 @@ def run(args) -> int:
     print(f"rank {rank}/{world}: {len(clips)} clips, {sum(len(c.valid) for c in clips)} triplets, {len(photos)} photos "
           f"({time.time() - t0:.0f} s)", flush=True)
     times = recipe.get("times", (0.5,))
-    sampler = TripletSampler(clips, photos, seed=args.seed + rank, times=times)  # each rank draws its own batches
+    # each rank draws its own batches; a recipe's `gaps` widen the windows (larger motion)
+    sampler = TripletSampler(clips, photos, seed=args.seed + rank, times=times, gaps=recipe.get("gaps", (1,)))
     model = DualStream(recipe["model"])
     load_pretrained(model)
     for spec in args.init:

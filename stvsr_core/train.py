@@ -36,16 +36,22 @@ class StageSpec:
     lr: float
     batch: int = 16
     crop: int = 128
+    parts: tuple[str, ...] = ()  # stage 1 only: the parts that learn (default: every trainable one)
 
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def stage_parameters(model: DualStream, stage: int):
-    """Which sub-networks learn in each stage."""
+def _stage1_parts(model: DualStream, parts: tuple[str, ...] = ()) -> tuple[str, ...]:
+    learns = model.info.trainable
+    return tuple(p for p in learns if p in parts) if parts else learns
+
+
+def stage_parameters(model: DualStream, stage: int, parts: tuple[str, ...] = ()):
+    """Which sub-networks learn in each stage (stage 1: `parts` of them, when given)."""
     if stage == 1:
-        learns = model.info.trainable
+        learns = _stage1_parts(model, parts)
         mods = [getattr(model, part) for part in ("M_S", "M_T") if part in learns]
     elif stage == 2:
         mods = [model.F, model.R]
@@ -68,10 +74,12 @@ def fusion_loss(model: DualStream, b: StreamBatch) -> tuple[torch.Tensor, dict]:
     return terms["F"] + terms["R"], terms
 
 
-def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | torch.Tensor, stage: int) -> tuple[torch.Tensor, dict]:
+def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | torch.Tensor, stage: int,
+               parts: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict]:
     """hr: a TripletBatch (high-res triplets [B, 3(time), 3, H, W] and each middle frame's t,
     a float or [B]; a bare tensor of triplets means t = 1/2), or for stage 2 a StreamBatch of
-    cached streams (frozen backbones too slow to run every step). Returns the loss and its terms."""
+    cached streams (frozen backbones too slow to run every step). Stage 1 scores only `parts`
+    when given (e.g. ("M_T",): M_T alone on a trained M_S). Returns the loss and its terms."""
     if isinstance(hr, StreamBatch):
         return fusion_loss(model, hr)
     frames, t = (hr.frames, hr.t) if isinstance(hr, TripletBatch) else (hr, 0.5)
@@ -80,8 +88,10 @@ def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | torch.Tensor,
     L0, Lt, L1 = (downsample(x, s) for x in (H0, Ht, H1))
     terms = {}
     if stage == 1:
-        terms["M_S"] = l1(model.spatial(torch.cat([L0, Lt, L1])), torch.cat([H0, Ht, H1]))
-        if "M_T" in model.info.trainable:
+        learns = _stage1_parts(model, parts)
+        if "M_S" in learns:
+            terms["M_S"] = l1(model.spatial(torch.cat([L0, Lt, L1])), torch.cat([H0, Ht, H1]))
+        if "M_T" in learns:
             # its own task, at both resolutions it will meet: the low-res and the high-res frames
             terms["M_T"] = l1(model.M_T(L0, L1, t), Lt) + l1(model.M_T(H0, H1, t), Ht)
         return sum(terms.values()), terms
@@ -99,12 +109,12 @@ def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | torch.Tensor,
 class StageLoss(torch.nn.Module):
     """One stage's loss as a module, so torchrun's DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: DualStream, stage: int):
+    def __init__(self, model: DualStream, stage: int, parts: tuple[str, ...] = ()):
         super().__init__()
-        self.model, self.stage = model, stage
+        self.model, self.stage, self.parts = model, stage, tuple(parts)
 
     def forward(self, hr):
-        return stage_loss(self.model, hr, self.stage)
+        return stage_loss(self.model, hr, self.stage, self.parts)
 
 
 def _seed(seed: int):
@@ -121,14 +131,14 @@ def run_stage(model: DualStream, sampler, stage: int, spec: StageSpec, out: Path
               seed: int = 0) -> None:
     """Train one stage; resumes from out/stage{N}.safetensors when present."""
     ckpt = checkpoint_path(out, stage)
-    params = stage_parameters(model, stage)
+    params = stage_parameters(model, stage, spec.parts)
     if not params:
         return
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    train_step = StageLoss(model, stage)
+    train_step = StageLoss(model, stage, spec.parts)
     if dist.is_available() and dist.is_initialized():
         train_step = torch.nn.parallel.DistributedDataParallel(train_step, find_unused_parameters=True)
     opt = torch.optim.RAdam(params, lr=spec.lr)
