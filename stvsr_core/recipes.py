@@ -80,6 +80,15 @@ RECIPES = {
                                 "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
                                 **_FAST_HEADS},
                       "stages": _X4_STAGES, "times": _TIMES},
+    # stvsr-fast with a learned M_T on DIS (temporal.DISRefine): DIS's flows fixed, a small CNN
+    # corrects the intermediate flows, visibility and colour. Stage 1 trains M_T alone (--init
+    # M_S, F and R from stvsr-fast) on large motion: frame gaps 2 and 3, 224 px crops
+    "stvsr-fast-dis-refine": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+                                        "temporal": {"arch": "dis_refine", "preset": "medium",
+                                                     "high_res_flow": "upsample"},
+                                        **_FAST_HEADS},
+                              "stages": {1: StageSpec(steps=2400, lr=1e-3, batch=8, crop=224, parts=("M_T",))},
+                              "times": _TIMES, "gaps": (2, 3)},
     # realtime: stream S->T alone (no F, no T->S, no R): M_S, then DIS (fast preset) once per pair
     # at low res with upsampled flows. M_S starts from stvsr-fast's (--init) and is fine-tuned
     # through the stream (stage 3; stages 1-2 have nothing to train here)

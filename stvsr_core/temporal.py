@@ -195,5 +195,91 @@ class DISInterp(TemporalNet):
             up = self.upsample_flows((ft0, ft1), H0.shape)
         return L_mid, self._blend(H0, H1, *up, t_)
 
+
+class DISRefine(TemporalNet):
+    """DIS with a learned correction: DIS's bidirectional flows stay fixed (no gradient), a small
+    CNN at half resolution learns what the weight-free blend lacks on large motion.
+
+    From the frames, their DIS-warped versions and Super SloMo's intermediate flows at t
+    (DISInterp's), the CNN predicts flow residuals (4 ch), a visibility logit (1 ch) and an RGB
+    residual (3 ch). The frames are re-warped by the corrected flows and blended by visibility,
+    then the residual is added. At initialisation (last conv zero, visibility logit biased to
+    log((1-t)/t)) it is exactly DISInterp's blend. Differentiable in its learned parts (and in the
+    frames), so stage 3 fine-tunes it jointly; the same CNN runs at both resolutions, its flows in
+    its own (half-res) pixels. `estimate` is DIS's, once per pair for every t.
+    """
+
+    size_multiple = 1  # the CNN pads internally to its multiple: the model's frame multiple is unchanged
+    traits = TemporalTraits(trainable=True, shares_flows=True, counted=False)
+    _MULT = 4  # half resolution, then one stride-2 level
+
+    def __init__(self, *, preset: str = "medium", high_res_flow: str = "upsample", channels: int = 32,
+                 flow_scale: float = 4.0):
+        super().__init__()
+        self.dis = DISInterp(preset=preset, high_res_flow=high_res_flow)
+        c = channels
+        self.flow_scale = float(flow_scale)
+        # in: I0, I1, w0, w1 (12), ft0, ft1 (4, half-res pixels), |w0 - w1| (1), t (1)
+        self.enc = nn.Sequential(_conv(18, c), _conv(c, c))
+        self.down = nn.Sequential(_conv(c, c, 2), _conv(c, c), _conv(c, c))
+        self.dec = nn.Sequential(_conv(2 * c, c), _conv(c, c))
+        self.out = nn.Conv2d(c, 8, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def estimate(self, L0, L1, H0=None, H1=None):
+        return self.dis.estimate(L0, L1, H0, H1)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """The CNN at half resolution; its output back at full resolution ([B, 8, H, W])."""
+        h, w = x.shape[-2:]
+        m = 2 * self._MULT
+        ph, pw = (-h) % m, (-w) % m
+        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        xh = F.interpolate(xp, scale_factor=0.5, mode="bilinear", align_corners=False)
+        e = self.enc(xh)
+        d = self.down(e)
+        d = F.interpolate(d, size=e.shape[-2:], mode="bilinear", align_corners=False)
+        o = self.out(self.dec(torch.cat([e, d], 1)))
+        o = F.interpolate(o, size=xp.shape[-2:], mode="bilinear", align_corners=False)
+        return o[..., :h, :w]
+
+    def refine(self, I0, I1, ft0, ft1, t_) -> torch.Tensor:
+        """The frame at t from both frames and the (fixed) intermediate flows ft0, ft1 at full res."""
+        dtype = I0.dtype
+        I0, I1 = I0.float(), I1.float()
+        ft0, ft1 = ft0.float(), ft1.float()
+        w0, w1 = backward_warp(I0, ft0), backward_warp(I1, ft1)
+        tm = t_.float().expand(I0.shape[0], 1, *I0.shape[-2:])
+        x = torch.cat([I0, I1, w0, w1, 0.5 * ft0, 0.5 * ft1, (w0 - w1).abs().mean(1, keepdim=True), tm], 1)
+        p = self.out.weight
+        o = self._head(x.to(p.dtype)).float()
+        d_flow, d_vis, res = o[:, :4] * self.flow_scale, o[:, 4:5], o[:, 5:8]
+        w0r, w1r = backward_warp(I0, ft0 + d_flow[:, :2]), backward_warp(I1, ft1 + d_flow[:, 2:])
+        tc = t_.float().clamp(1e-4, 1 - 1e-4)
+        vis = torch.sigmoid(torch.log((1 - tc) / tc) + d_vis)  # = 1 - t at init: DIS's blend weights
+        return (vis * w0r + (1 - vis) * w1r + res).to(dtype)
+
+    def forward(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
+        with torch.no_grad():
+            flows = self.dis.flows(I0, I1)
+        return self.refine(I0, I1, *DISInterp._intermediate(flows, t, I0))
+
+    def pair(self, L0, L1, H0, H1, t=0.5, estimate=None):
+        """(L_mid, H_st) as DISInterp.pair makes them, each through the learned correction."""
+        low, high = estimate or self.estimate(L0, L1, H0, H1)
+        ft0, ft1, t_ = DISInterp._intermediate(low, t, L0)
+        L_mid = self.refine(L0, L1, ft0, ft1, t_)
+        if H0 is None:
+            return L_mid, None
+        if high is not None:
+            hf0, hf1, _ = DISInterp._intermediate(high, t, H0)
+        else:
+            with torch.no_grad():
+                hf0, hf1 = DISInterp.upsample_flows((ft0, ft1), H0.shape)
+        return L_mid, self.refine(H0, H1, hf0, hf1, t_)
+
+
 # "rife": pretrained, its weights come from the backbone store (stvsr fetch-backbones)
-TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "rife": RifeMT, "per_resolution": PerResolutionMT}
+TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "dis_refine": DISRefine, "rife": RifeMT,
+            "per_resolution": PerResolutionMT}
