@@ -89,6 +89,15 @@ RECIPES = {
                                         **_FAST_HEADS},
                               "stages": {1: StageSpec(steps=2400, lr=1e-3, batch=8, crop=224, parts=("M_T",))},
                               "times": _TIMES, "gaps": (2, 3)},
+    # the same, its CNN also reading the DIS flows forward-splatted to t (softmax splatting by
+    # warp consistency): intermediate flows that follow large motion (warp.splatted_intermediate_flows)
+    "stvsr-fast-dis-refine-splat": {"model": {"scale": 2,
+                                              "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
+                                              "temporal": {"arch": "dis_refine", "preset": "medium",
+                                                           "high_res_flow": "upsample", "splat": True},
+                                              **_FAST_HEADS},
+                                    "stages": {1: StageSpec(steps=2400, lr=1e-3, batch=8, crop=224, parts=("M_T",))},
+                                    "times": _TIMES, "gaps": (2, 3)},
     # realtime: stream S->T alone (no F, no T->S, no R): M_S, then DIS (fast preset) once per pair
     # at low res with upsampled flows. M_S starts from stvsr-fast's (--init) and is fine-tuned
     # through the stream (stage 3; stages 1-2 have nothing to train here)

@@ -13,7 +13,7 @@ from torch import nn
 
 from .backbones.adapters import PerResolutionMT, RifeMT
 from .descriptor import TemporalNet, TemporalTraits
-from .warp import backward_warp, intermediate_flows
+from .warp import backward_warp, intermediate_flows, splatted_intermediate_flows
 
 
 def _time_map(t, like: torch.Tensor) -> torch.Tensor:
@@ -214,13 +214,14 @@ class DISRefine(TemporalNet):
     _MULT = 4  # half resolution, then one stride-2 level
 
     def __init__(self, *, preset: str = "medium", high_res_flow: str = "upsample", channels: int = 32,
-                 flow_scale: float = 4.0):
+                 flow_scale: float = 4.0, splat: bool = False):
         super().__init__()
         self.dis = DISInterp(preset=preset, high_res_flow=high_res_flow)
         c = channels
-        self.flow_scale = float(flow_scale)
-        # in: I0, I1, w0, w1 (12), ft0, ft1 (4, half-res pixels), |w0 - w1| (1), t (1)
-        self.enc = nn.Sequential(_conv(18, c), _conv(c, c))
+        self.flow_scale, self.splat = float(flow_scale), bool(splat)
+        # in: I0, I1, w0, w1 (12), ft0, ft1 (4, half-res pixels), |w0 - w1| (1), t (1); with
+        # `splat`, also the forward-splatted flows' difference from ft0, ft1 (4) and their coverage (1)
+        self.enc = nn.Sequential(_conv(18 + 5 * self.splat, c), _conv(c, c))
         self.down = nn.Sequential(_conv(c, c, 2), _conv(c, c), _conv(c, c))
         self.dec = nn.Sequential(_conv(2 * c, c), _conv(c, c))
         self.out = nn.Conv2d(c, 8, 3, 1, 1)
@@ -244,14 +245,38 @@ class DISRefine(TemporalNet):
         o = F.interpolate(o, size=xp.shape[-2:], mode="bilinear", align_corners=False)
         return o[..., :h, :w]
 
-    def refine(self, I0, I1, ft0, ft1, t_) -> torch.Tensor:
+    def _intermediate(self, flows, t, I0, I1):
+        """(ft0, ft1, extra or None, t as [B, 1, 1, 1]): DISInterp's intermediate flows; with
+        `splat`, extra = the softmax-splatted flows minus those (4 ch) and the splat coverage (1 ch)."""
+        ft0, ft1, t_ = DISInterp._intermediate(flows, t, I0)
+        if not self.splat:
+            return ft0, ft1, None, t_
+        with torch.no_grad():
+            f01, f10 = flows
+            z0 = torch.exp(-20 * (I0.float() - backward_warp(I1.float(), f01)).abs().mean(1, keepdim=True))
+            z1 = torch.exp(-20 * (I1.float() - backward_warp(I0.float(), f10)).abs().mean(1, keepdim=True))
+            s0, s1, cover = splatted_intermediate_flows(f01, f10, t_, z0, z1)
+            return ft0, ft1, torch.cat([s0 - ft0, s1 - ft1, cover], 1), t_
+
+    @staticmethod
+    def _upsample_extra(extra, size):
+        if extra is None:
+            return None
+        s = size[-1] / extra.shape[-1]
+        up = F.interpolate(extra, size=size[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([s * up[:, :4], up[:, 4:]], 1)
+
+    def refine(self, I0, I1, ft0, ft1, t_, extra=None) -> torch.Tensor:
         """The frame at t from both frames and the (fixed) intermediate flows ft0, ft1 at full res."""
         dtype = I0.dtype
         I0, I1 = I0.float(), I1.float()
         ft0, ft1 = ft0.float(), ft1.float()
         w0, w1 = backward_warp(I0, ft0), backward_warp(I1, ft1)
         tm = t_.float().expand(I0.shape[0], 1, *I0.shape[-2:])
-        x = torch.cat([I0, I1, w0, w1, 0.5 * ft0, 0.5 * ft1, (w0 - w1).abs().mean(1, keepdim=True), tm], 1)
+        x = [I0, I1, w0, w1, 0.5 * ft0, 0.5 * ft1, (w0 - w1).abs().mean(1, keepdim=True), tm]
+        if self.splat:
+            x += [0.5 * extra[:, :4].float(), extra[:, 4:].float()]
+        x = torch.cat(x, 1)
         p = self.out.weight
         o = self._head(x.to(p.dtype)).float()
         d_flow, d_vis, res = o[:, :4] * self.flow_scale, o[:, 4:5], o[:, 5:8]
@@ -263,21 +288,23 @@ class DISRefine(TemporalNet):
     def forward(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
         with torch.no_grad():
             flows = self.dis.flows(I0, I1)
-        return self.refine(I0, I1, *DISInterp._intermediate(flows, t, I0))
+        ft0, ft1, extra, t_ = self._intermediate(flows, t, I0, I1)
+        return self.refine(I0, I1, ft0, ft1, t_, extra)
 
     def pair(self, L0, L1, H0, H1, t=0.5, estimate=None):
         """(L_mid, H_st) as DISInterp.pair makes them, each through the learned correction."""
         low, high = estimate or self.estimate(L0, L1, H0, H1)
-        ft0, ft1, t_ = DISInterp._intermediate(low, t, L0)
-        L_mid = self.refine(L0, L1, ft0, ft1, t_)
+        ft0, ft1, extra, t_ = self._intermediate(low, t, L0, L1)
+        L_mid = self.refine(L0, L1, ft0, ft1, t_, extra)
         if H0 is None:
             return L_mid, None
         if high is not None:
-            hf0, hf1, _ = DISInterp._intermediate(high, t, H0)
+            hf0, hf1, h_extra, _ = self._intermediate(high, t, H0, H1)
         else:
             with torch.no_grad():
                 hf0, hf1 = DISInterp.upsample_flows((ft0, ft1), H0.shape)
-        return L_mid, self.refine(H0, H1, hf0, hf1, t_)
+                h_extra = self._upsample_extra(extra, H0.shape)
+        return L_mid, self.refine(H0, H1, hf0, hf1, t_, h_extra)
 
 
 # "rife": pretrained, its weights come from the backbone store (stvsr fetch-backbones)
