@@ -173,7 +173,8 @@ def test_vimeo_times_frames_and_eval_per_t(tmp_path, untrained_file, capsys):
 def test_multi_t_recipes_and_the_4x_model():
     from stvsr_core.cli_train import init_part
     from stvsr_core.recipes import RECIPES
-    assert all("times" not in r for k, r in RECIPES.items() if k not in ("stvsr-fast-times", "stvsr-fast-x4"))
+    multi_t = ("stvsr-fast-times", "stvsr-fast-x4", "stvsr-fast-dis-refine", "stvsr-fast-dis-refine-splat")
+    assert all("times" not in r for k, r in RECIPES.items() if k not in multi_t)
     shipped = str(ROOT / "stvsr_core" / "weights" / "stvsr-fast.safetensors")
     for name, scale in (("stvsr-fast-times", 2), ("stvsr-fast-x4", 4)):
         r = RECIPES[name]
