@@ -155,8 +155,7 @@ def _tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
 
 
-def scan(src, engine, fps_in, turn: int = 0, chunk_frames: int = DEFAULT_CHUNK_FRAMES, output: str = "",
-         time_base_of=None) -> Plan:
+def scan(src, engine, fps_in, turn: int = 0, chunk_frames: int = DEFAULT_CHUNK_FRAMES, output: str = "") -> Plan:
     """Decode the clip (a `video_io.Source`, at `fps_in`) once: its timestamps through the one
     timeline (as `stvsr upsample` streams them), the scene cuts by the one cut measure on the frames
     the engine sees, and the chunks."""
@@ -187,8 +186,7 @@ def scan(src, engine, fps_in, turn: int = 0, chunk_frames: int = DEFAULT_CHUNK_F
         chunks.append(Chunk(i, span.first, span.last, span.overlap, j0, j1,
                             [(s.k, f"{s.t.numerator}/{s.t.denominator}") for s in slots[j0:j1]],
                             pts[span.first:span.last + 1], span.last in cuts))
-    # the output's time base: the single run's (`time_base_of(src_tb, timeline)`: cli_upsample._time_base)
-    time_base = time_base_of(src.time_base, timeline) if time_base_of else 1 / timeline.fps_out
+    time_base = timeline.time_base(src.time_base)  # the single run's
     return Plan(str(source), str(output), n, Fraction(fps_in), timeline.fps_out, [s.time for s in slots], chunks,
                 turn, src.display_matrix, src.audio, time_base, src.size, cuts, timeline.repaired, src.error)
 

@@ -27,7 +27,7 @@ from .cluster import ChunkWorker, RayError, import_ray, ray_connect, run_on_ray
 from .engine import Engine, InputError
 from .registry import resolve_model
 from .runtime import resolve
-from .video_io import (DEFAULT_FPS, DEMO_CLIP, ENCODERS, IMAGE_EXTS, VIDEO_EXTS, MediaError, check_output,
+from .video_io import (DEMO_CLIP, ENCODERS, IMAGE_EXTS, VIDEO_EXTS, MediaError, check_output,
                        keeps_rotation, open_writer, read_frames)
 from .weights import WeightsError, load_weights
 
@@ -135,20 +135,6 @@ def _options(args):
     return cu.engine_options(args, factor, fps, cu._precision(args)), input_fps
 
 
-def _input_rate(src, opts, input_fps):
-    """The clip's frame rate, as the single run takes it."""
-    from .cli_upsample import _rate
-    if src.fps is None:
-        if input_fps is None and opts.fps is not None:
-            what = "a folder of images" if src.path.is_dir() else "its video stream"
-            raise InputError(f"{src.path}: {what} states no frame rate, which --fps (the output rate) is "
-                             "relative to: give the input's rate with --input-fps RATE, or a --factor")
-        return input_fps or DEFAULT_FPS
-    if input_fps is not None and input_fps != src.fps:
-        log.warning("--input-fps %s ignored: %s states its own rate, %s fps", input_fps, src.path, _rate(src.fps))
-    return src.fps
-
-
 @dataclass
 class Clip:
     source: Path
@@ -251,8 +237,7 @@ def _run(args, state) -> int:
             raise InputError(f"{clip.source}: its display matrix {'mirrors' if src.mirrored else 'rotates'} "
                              f"the picture{'' if src.mirrored else f' by {turn} degrees'}, which only a video "
                              f"output keeps: write .mp4, .mov, .mkv or .webm")
-        plan = scan(src, planner, _input_rate(src, opts, input_fps), turn, chunk_frames, str(clip.output),
-                    time_base_of=_time_base)
+        plan = scan(src, planner, _input_rate(src, opts.fps, input_fps), turn, chunk_frames, str(clip.output))
         plan.key = job_key(plan, settings | {"chunk_frames": chunk_frames})
         clip.plan = plan
         clip.manifest = Manifest.open(clip.work, plan, args.overwrite, precision)
@@ -375,9 +360,9 @@ def _rate(fps) -> str:
     return _rate(fps)
 
 
-def _time_base(src_tb, timeline):
-    from .cli_upsample import _time_base
-    return _time_base(src_tb, timeline)
+def _input_rate(src, fps, input_fps):
+    from .cli_upsample import input_rate  # (cli_upsample imports this module)
+    return input_rate(src, fps, input_fps)
 
 
 def _ids(xs) -> str:

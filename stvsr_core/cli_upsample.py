@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import signal
 import sys
 import threading
@@ -192,20 +191,18 @@ def _precision(args) -> str:
     return flags
 
 
-def _time_base(src_tb: Fraction | None, timeline) -> Fraction:
-    """A time base that holds every output timestamp exactly. At a factor n/d an output frame lies
-    a multiple of 1/n of its pair's interval after a source timestamp (units of src_tb), so src_tb/n
-    holds them; with an fps target frame j is at the first frame's time + j/fps_out. Frames without
-    timestamps (image folders) are at j/fps_out. A unit too fine for the container's 32-bit
-    rationals falls back to microseconds (far within half a frame)."""
-    period = 1 / timeline.fps_out
-    if src_tb is None:
-        unit = period
-    elif timeline.by_time:
-        unit = Fraction(math.gcd(src_tb.numerator, period.numerator), math.lcm(src_tb.denominator, period.denominator))
-    else:
-        unit = src_tb / timeline.factor.numerator
-    return unit if unit.denominator < 2 ** 31 and unit.numerator < 2 ** 31 else Fraction(1, 1_000_000)
+def input_rate(src, fps, input_fps) -> Fraction:
+    """The input's frame rate as every run takes it (single and chunked): the rate it states, else
+    --input-fps, else 25; an fps target needs one of the first two."""
+    if src.fps is None:
+        if input_fps is None and fps is not None:
+            what = "a folder of images" if src.path.is_dir() else "its video stream"
+            raise InputError(f"{src.path}: {what} states no frame rate, which --fps (the output rate) is "
+                             "relative to: give the input's rate with --input-fps RATE, or a --factor")
+        return input_fps or DEFAULT_FPS
+    if input_fps is not None and input_fps != src.fps:
+        log.warning("--input-fps %s ignored: %s states its own rate, %s fps", input_fps, src.path, _rate(src.fps))
+    return src.fps
 
 
 def engine_options(args, factor, fps, precision: str) -> EngineOptions:
@@ -220,15 +217,7 @@ def _run(args) -> int:
     precision = _precision(args)
     check_output(args.output, args.input, args.overwrite)  # before decoding and the model
     src = read_frames(args.input)
-    fps_in = src.fps
-    if fps_in is None:
-        if input_fps is None and fps is not None:
-            what = "a folder of images" if src.path.is_dir() else "its video stream"
-            raise InputError(f"{args.input}: {what} states no frame rate, which --fps (the output rate) is "
-                             "relative to: give the input's rate with --input-fps RATE, or a --factor")
-        fps_in = input_fps or DEFAULT_FPS
-    elif input_fps is not None and input_fps != fps_in:
-        log.warning("--input-fps %s ignored: %s states its own rate, %s fps", args.input_fps, args.input, _rate(fps_in))
+    fps_in = input_rate(src, fps, input_fps)
     temporal = Retime(factor, fps).temporal
     if temporal and src.count is not None and src.count < 2:
         raise InputError(f"{args.input}: has {src.count} frame: interpolation needs at least 2 frames "
@@ -263,7 +252,7 @@ def _run(args) -> int:
     first = last = None
     with tqdm(total=n_out, unit="frame", desc="upsample", dynamic_ncols=True) as bar, \
             open_writer(args.output, fps_out, args.overwrite, src.path if src.audio else None,
-                        src.display_matrix if keep else None, _time_base(src.time_base, timeline)) as writer:
+                        src.display_matrix if keep else None, timeline.time_base(src.time_base)) as writer:
         for out in engine.run(frames(), total=src.count, progress=lambda d, n: bar.update(1), timeline=timeline):
             last = timeline.issued.popleft().time
             first = last if first is None else first

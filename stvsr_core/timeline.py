@@ -134,6 +134,21 @@ class Timeline:
         return [s for s in (self.slot(j, n_src) for j in range(lo, min(hi, self.count(n_src))))
                 if s.between and s.k == k]
 
+    def time_base(self, src_tb: Fraction | None) -> Fraction:
+        """A time base that holds every output timestamp exactly. At a factor n/d an output frame lies
+        a multiple of 1/n of its pair's interval after a source timestamp (units of src_tb), so src_tb/n
+        holds them; with an fps target frame j is at the first frame's time + j/fps_out. Frames without
+        timestamps (image folders) are at j/fps_out. A unit too fine for a container's 32-bit
+        rationals falls back to microseconds (far within half a frame)."""
+        period = 1 / self.fps_out
+        if src_tb is None:
+            unit = period
+        elif self.by_time:
+            unit = Fraction(math.gcd(src_tb.numerator, period.numerator), math.lcm(src_tb.denominator, period.denominator))
+        else:
+            unit = src_tb / self.factor.numerator
+        return unit if unit.denominator < 2 ** 31 and unit.numerator < 2 ** 31 else Fraction(1, 1_000_000)
+
     # -- streaming (timestamps, possibly variable frame rate) -----------------------------------
     def add(self, time: Fraction | None = None) -> int:
         """The next source frame's timestamp (seconds), or None (then one frame period after the
