@@ -102,7 +102,12 @@ class DISInterp(TemporalNet):
     size_multiple = 1
     traits = TemporalTraits(trainable=False, shares_flows=True, counted=False)
     PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dense": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+    # preset "dense": medium with patches every 2 pixels instead of 3, twice the gradient-descent
+    # iterations and 2 (not 5) variational refinements. On the large-motion dev sets it lifts the
+    # stream S->T of stvsr-fast's M_S by 1.5 dB (vimeo_wide) and 0.4 dB (cockatoo_wide) for 1.5-1.8x
+    # DIS's time; small motion is unchanged (tools/dis_presets.py, docs/MODELS.md)
+    TUNING = {"dense": {"PatchStride": 2, "GradientDescentIterations": 50, "VariationalRefinementIterations": 2}}
 
     def __init__(self, *, preset: str = "medium", high_res_flow: str = "estimate"):
         super().__init__()
@@ -120,6 +125,8 @@ class DISInterp(TemporalNet):
     def flows(self, I0: torch.Tensor, I1: torch.Tensor):
         """DIS flows 0->1 and 1->0 for each batch item, as float tensors on I0's device."""
         dis = cv2.DISOpticalFlow_create(self.PRESETS[self.preset])  # one per call: thread-safe
+        for name, value in self.TUNING.get(self.preset, {}).items():
+            getattr(dis, f"set{name}")(value)
         f01, f10 = [], []
         for a, b in zip(I0.detach().float(), I1.detach().float()):
             ga, gb = self._gray8(a), self._gray8(b)
@@ -160,11 +167,12 @@ class DISInterp(TemporalNet):
         """The frame at time t from both frames and their flows (f01, f10)."""
         return cls._blend(I0, I1, *cls._intermediate(flows, t, I0))
 
-    def warp_error(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5) -> torch.Tensor:
+    def warp_error(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5, flows=None) -> torch.Tensor:
         """[B, 1, H, W]: how much the two frames, warped to time t, disagree. Small where the
-        flow holds (no occlusion, no failure): a per-pixel reliability map of DIS."""
+        flow holds (no occlusion, no failure): a per-pixel reliability map of DIS. `flows`: this
+        pair's DIS flows when already estimated (the M_T's own), else estimated here."""
         with torch.no_grad():
-            ft0, ft1, _ = self._intermediate(self.flows(I0, I1), t, I0)
+            ft0, ft1, _ = self._intermediate(flows if flows is not None else self.flows(I0, I1), t, I0)
             w0, w1 = self._warps(I0, I1, ft0, ft1)
             return (w0 - w1).abs().mean(1, keepdim=True)
 

@@ -1,0 +1,73 @@
+"""Stream S->T with each DIS preset on the dev sets: how preset "dense" was chosen.
+
+For every triplet: flows at low resolution, intermediate flows upsampled (as stvsr-fast runs
+DIS), both warping bicubic and a model's M_S frames; also DIS at high resolution on bicubic
+frames (the eval's "DIS S->T" baseline). Prints PSNR of the in-between frame and DIS's time
+per pair on one thread. Run:
+
+    .venv/bin/python tools/dis_presets.py ../shared/data/eval/vimeo_septuplet ../shared/data/eval/ucf101 \\
+        ~/.cache/stvsr-devsets/vimeo_wide ~/.cache/stvsr-devsets/cockatoo_wide
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from stvsr_core.degrade import crop_to_multiple, downsample
+from stvsr_core.evaluate import _load, find_items
+from stvsr_core.metrics import psnr
+from stvsr_core.registry import load_model
+from stvsr_core.spatial import bicubic_up
+from stvsr_core.temporal import DISInterp
+from stvsr_core.warp import backward_warp, intermediate_flows
+
+
+def _blend(I0, I1, ft0, ft1, t):
+    return ((1 - t) * backward_warp(I0, ft0) + t * backward_warp(I1, ft1)).clamp(0, 1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("sets", nargs="+")
+    p.add_argument("--model", default="stvsr-fast", help="whose M_S makes the high-res frames")
+    p.add_argument("--presets", nargs="+", default=["fast", "medium", "dense"])
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    model = load_model(args.model).eval()
+    for root in args.sets:
+        psnrs, secs = {}, {}
+        for item in find_items(Path(root)):
+            E = [crop_to_multiple(_load(q), 2)[None] for q in item.ends]
+            L0, L1 = downsample(E[0], 2), downsample(E[1], 2)
+            t, target = item.targets[0]
+            Ht = crop_to_multiple(_load(target), 2)[None]
+            B0, B1 = bicubic_up(L0, 2).clamp(0, 1), bicubic_up(L1, 2).clamp(0, 1)
+            with torch.no_grad():
+                S0, S1 = model.spatial(L0).clamp(0, 1), model.spatial(L1).clamp(0, 1)
+            runs = [(name, False) for name in args.presets] + [("medium, high res", True)]
+            for name, high in runs:
+                dis = DISInterp(preset=name.split(",")[0])
+                a, b = (B0, B1) if high else (L0, L1)
+                t0 = time.perf_counter()
+                flows = dis.flows(a, b)
+                secs.setdefault(name, []).append(time.perf_counter() - t0)
+                ft = intermediate_flows(*flows, t)
+                if not high:
+                    ft = DISInterp.upsample_flows(ft, B0.shape)
+                psnrs.setdefault((name, "bicubic"), []).append(psnr(_blend(B0, B1, *ft, t), Ht))
+                psnrs.setdefault((name, "M_S"), []).append(psnr(_blend(S0, S1, *ft, t), Ht))
+        print(f"{Path(root).name} ({len(secs[runs[0][0]])} triplets)")
+        print(f"  {'DIS preset':18s} {'bicubic':>8s} {args.model + ' M_S':>16s} {'ms per pair':>12s}")
+        for name, _ in runs:
+            print(f"  {name:18s} {np.mean(psnrs[name, 'bicubic']):8.2f} {np.mean(psnrs[name, 'M_S']):16.2f} "
+                  f"{1000 * np.mean(secs[name]):12.1f}")
+
+
+if __name__ == "__main__":
+    main()
