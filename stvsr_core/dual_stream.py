@@ -13,7 +13,7 @@ from .fusion import build_fusion
 from .refine import build_refine
 from .runner import DIRECT, TILEABLE, Runner
 from .spatial import SPATIAL
-from .temporal import TEMPORAL
+from .temporal import TEMPORAL, DISInterp
 from .tiling import pad_to_multiple
 
 DEFAULT_CONFIG = {
@@ -75,7 +75,8 @@ class DualStream(nn.Module):
         # F is StreamST: stream T->S is never computed (H_ts is H_st). Kept here, since backends
         # may swap F for a compiled module
         self.single_stream = bool(self.F.single_stream)
-        self._dis = TEMPORAL["dis"]() if self.F.needs_cue else None  # weight-free: F's cue
+        # weight-free: F's cue. A DIS M_T gives it its own flows (no second estimate per pair)
+        self._dis = (self.M_T if isinstance(self.M_T, DISInterp) else TEMPORAL["dis"]()) if self.F.needs_cue else None
         self.R = build_refine(self.config.get("refine", {}))
         self.size_multiple = self._multiples()  # of the low-res frames
 
@@ -124,14 +125,16 @@ class DualStream(nn.Module):
         """True when F reads the low-res frames too (through `cue`), not only the two streams."""
         return self._dis is not None
 
-    def cue(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5, run: Runner = DIRECT) -> torch.Tensor | None:
+    def cue(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5, run: Runner = DIRECT, estimate=None) -> torch.Tensor | None:
         """F's extra input when its config asks for one (`inputs: streams+dis_error`): DIS's warp
-        error at low resolution, upsampled to the output size; None for the paper's F."""
+        error at low resolution, upsampled to the output size; None for the paper's F. With a DIS
+        M_T, `estimate` (its flows for this pair) is reused; the result is the same without it."""
         if self._dis is None:
             return None
+        flows = estimate[0] if estimate is not None and self._dis is self.M_T else None
 
         def error(L0, L1):
-            e = self._dis.warp_error(L0, L1, t)
+            e = self._dis.warp_error(L0, L1, t, flows)
             return torch.nn.functional.interpolate(e, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return run.whole("cue", error, L0, L1)
 
@@ -183,8 +186,10 @@ class DualStream(nn.Module):
     def middle(self, L0, L1, H0, H1, t=0.5, estimate=None, run: Runner = DIRECT) -> Middle:
         """The in-between frame at t from both low-res frames and their spatial outputs: the one
         composition of Fig. 1 that the engine, training, the bench and the FLOP count all run."""
+        if estimate is None:
+            estimate = self.estimate(L0, L1, H0, H1, run)
         L_mid, H_st, H_ts = self.streams(L0, L1, H0, H1, t, estimate, run)
-        M_st, M_ts, H_F = self.fuse(H_st, H_ts, self.cue(L0, L1, t, run), run)
+        M_st, M_ts, H_F = self.fuse(H_st, H_ts, self.cue(L0, L1, t, run, estimate), run)
         return Middle(L_mid, H_st, H_ts, M_st, M_ts, H_F, self.refine(H_F, run))
 
     def forward(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5, run: Runner = DIRECT) -> Outputs:
