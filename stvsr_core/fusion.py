@@ -9,6 +9,8 @@ of the 19.8 M in Table 3's network: 0.0015%), not 3 or 6, so the masks are per p
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +37,7 @@ class FusionUNet(nn.Module):
     single_stream = False  # both streams are computed and blended
 
     def __init__(self, *, preset: str = "lite", masks: int = 2, widths=None, kernels=None, unshuffle=None,
-                 inputs: str = "streams"):
+                 inputs: str = "streams", init_st: float = 0.5):
         super().__init__()
         if masks not in (1, 2):
             raise ValueError(f"FusionUNet: masks must be 1 or 2, got {masks}")
@@ -58,8 +60,15 @@ class FusionUNet(nn.Module):
         self.dec_a = nn.ModuleList([_conv(w[i + 1], w[i], 3) for i in range(len(w) - 1)])
         self.dec_b = nn.ModuleList([_conv(2 * w[i], w[i], 3) for i in range(len(w) - 1)])
         self.out = nn.Conv2d(w[0], masks * r * r, 3, padding=1)
-        nn.init.zeros_(self.out.weight)  # start from an even blend: both masks 0.5
+        # start from a fixed blend: M_st = init_st everywhere (0.5: the even blend). With one mask,
+        # init_st near 1 starts F from stream S->T, the better one on most footage, so it only
+        # has to learn where T->S helps; from 0.5 a small F stayed at the plain average.
+        if not 0 < init_st < 1:
+            raise ValueError(f"FusionUNet: init_st must lie in (0, 1), got {init_st}")
+        nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if masks == 1:
+            nn.init.constant_(self.out.bias, math.log(init_st / (1 - init_st)))
 
     def forward(self, H_st: torch.Tensor, H_ts: torch.Tensor, cue: torch.Tensor | None = None):
         """Returns (M_st, M_ts), each [B, 1, H, W] in [0, 1]."""
