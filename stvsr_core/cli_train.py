@@ -33,6 +33,11 @@ def add_parser(sub):
                         "(the paper pre-trains M_S and M_T independently, so they can be shared across combos)")
     p.add_argument("--cache-samples", type=int, default=0,
                    help="recipes on frozen pretrained backbones: samples in the stream cache (0: the recipe's)")
+    p.add_argument("--teacher", default="",
+                   help="distil a teacher's M_S into stage 1 (e.g. stvsr-quality: SPAN x2): it labels crops once, "
+                        "with and without ground truth, into OUT/teacher_labels (distill.py)")
+    p.add_argument("--teacher-samples", type=int, default=0,
+                   help="crops the teacher labels (0: the recipe's, else 4000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     p.set_defaults(func=run)
@@ -60,6 +65,9 @@ def run(args) -> int:
             raise SystemExit(f"stvsr train: --init {spec!r}: part must be M_S, M_T, F or R (FILE:PART)")
         if not Path(spec.rsplit(":", 1)[0]).is_file():
             raise SystemExit(f"stvsr train: --init {spec!r}: no such file")
+    if args.teacher and 1 not in stages:
+        raise SystemExit(f"stvsr train: --teacher distils M_S in stage 1, which this run does not train "
+                         f"(stages {','.join(map(str, sorted(stages)))})")
     t0 = time.time()
     clips = load_clips(args.data, max_frames=args.max_frames, exclude=HELD_OUT_CLIPS)
     photos = load_photos(args.photos) if Path(args.photos).is_dir() else []
@@ -84,9 +92,12 @@ def run(args) -> int:
         folder = stream_cache.build(model, sampler, Path(args.out) / "streams", args.cache_samples or cache["samples"],
                                     bf16=cpu_prefers_bf16())
         sampler = stream_cache.StreamSampler(folder, seed=args.seed + rank)
+    if args.teacher:
+        sampler = {s: sampler for s in stages} | {1: teacher_labels(args, recipe, model, clips, photos, rank)}
     model = train(model, sampler, args.out, stages, seed=args.seed)
     if rank == 0:
         info = {"recipe": args.recipe, "stages": {k: dataclasses.asdict(v) for k, v in stages.items()},
+                **({"teacher": args.teacher} if args.teacher else {}),
                 "times": [round(t, 4) for t in times],
                 "data": [Path(d).name for d in args.data] + (["registry photos"] if photos else []),
                 "train_seconds": round(time.time() - t0)}
@@ -118,3 +129,31 @@ def init_part(model: DualStream, path: str, part: str) -> None:
     except RuntimeError as e:
         raise SystemExit(f"stvsr train: {path} has no {part} matching this recipe: {e}") from None
     print(f"{part} initialised from {path}", flush=True)
+
+
+def teacher_labels(args, recipe: dict, model: DualStream, clips, photos, rank: int):
+    """Stage 1's sampler: crops labelled once by the teacher's M_S (distill.py)."""
+    from . import distill
+    from .registry import load_model
+    from .train import _stage1_parts
+    from .weights import WeightsError
+    parts = _stage1_parts(model, recipe["stages"][1].parts)
+    if parts != ("M_S",):
+        raise SystemExit(f"stvsr train: --teacher distils M_S only; recipe {args.recipe} trains {', '.join(parts) or 'nothing'} "
+                         f"in stage 1")
+    try:
+        teacher = load_model(args.teacher).eval()
+    except (WeightsError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"stvsr train: --teacher {args.teacher}: {e}") from None
+    if teacher.scale != model.scale:
+        raise SystemExit(f"stvsr train: --teacher {args.teacher} upsamples {teacher.scale}x, recipe {args.recipe} "
+                         f"{model.scale}x: pick a teacher of the same scale")
+    cfg = recipe.get("distill", {})
+    folder = Path(args.out) / "teacher_labels"
+    if rank == 0:
+        distill.build(teacher, TripletSampler(clips, photos, seed=args.seed), clips, photos, folder,
+                      args.teacher_samples or cfg.get("samples", 4000), crop=cfg.get("crop", 64),
+                      unlabelled=cfg.get("unlabelled", 0.5))
+    if dist.is_initialized():
+        dist.barrier()
+    return distill.DistillSampler(folder, model.scale, seed=args.seed + rank)

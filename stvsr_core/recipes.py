@@ -33,7 +33,30 @@ _X4_STAGES = {1: StageSpec(steps=3600, lr=1e-3, batch=16, crop=192),
 
 _QUALITY_STAGES = {2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128)}
 
+# stvsr-fast v2, the distilled student (issue 14): M_S distilled from stvsr-quality's SPAN
+# (`--teacher stvsr-quality`, stage 1 on its labels), DIS preset "dense" once per pair at low
+# res with upsampled flows, and an F that reads DIS's warp error from those same flows. Its one
+# mask (M_ts = 1 - M_st) starts at M_st = 0.95: with two masks from 0.5 it stayed at the plain
+# average of the streams (below the better one). F and R train on frame gaps 1 and 2 (larger
+# motion). `_student(c)`: the same at M_S width c.
+_V2_STAGES = {1: StageSpec(steps=8000, lr=1e-3, batch=16, crop=96, parts=("M_S",)),
+              2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128),
+              3: StageSpec(steps=1500, lr=1e-4, batch=12, crop=128)}
+
+
+def _student(channels: int) -> dict:
+    return {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": channels, "blocks": 2},
+                      "temporal": {"arch": "dis", "preset": "dense", "high_res_flow": "upsample"},
+                      "fusion": {"preset": "fast", "masks": 1, "inputs": "streams+dis_error", "init_st": 0.95},
+                      "refine": {"preset": "lite"}},
+            "stages": _V2_STAGES, "gaps": (1, 2), "distill": {"samples": 4000, "crop": 64, "unlabelled": 0.5}}
+
+
 RECIPES = {
+    "stvsr-fast-v2": _student(48),
+    "stvsr-fast-v2-w32": _student(32),
+    "stvsr-fast-v2-w64": _student(64),
+    "stvsr-fast-v2-w96": _student(96),
     # stream S->T as users run it (SPAN, then RIFE 4.25 at high resolution); stream T->S with DIS
     # at low resolution, then SPAN: two streams that fail in different places; the paper's F on
     # them learns to pass S->T through (docs/MODELS.md)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, model_state, read_checkpoint, save_checkpoint
 from .data import TripletBatch
 from .degrade import downsample
+from .distill import DistillBatch, distill_loss
 from .dual_stream import DualStream
 from .stream_cache import StreamBatch
 
@@ -74,7 +75,7 @@ def fusion_loss(model: DualStream, b: StreamBatch) -> tuple[torch.Tensor, dict]:
     return terms["F"] + terms["R"], terms
 
 
-def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | torch.Tensor, stage: int,
+def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | DistillBatch | torch.Tensor, stage: int,
                parts: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict]:
     """hr: a TripletBatch (high-res triplets [B, 3(time), 3, H, W] and each middle frame's t,
     a float or [B]; a bare tensor of triplets means t = 1/2), or for stage 2 a StreamBatch of
@@ -82,6 +83,8 @@ def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | torch.Tensor,
     when given (e.g. ("M_T",): M_T alone on a trained M_S). Returns the loss and its terms."""
     if isinstance(hr, StreamBatch):
         return fusion_loss(model, hr)
+    if isinstance(hr, DistillBatch):  # stage 1 of M_S on a teacher's labels (distill.py)
+        return distill_loss(model, hr)
     frames, t = (hr.frames, hr.t) if isinstance(hr, TripletBatch) else (hr, 0.5)
     s = model.scale
     H0, Ht, H1 = frames[:, 0], frames[:, 1], frames[:, 2]
@@ -183,7 +186,8 @@ def run_stage(model: DualStream, sampler, stage: int, spec: StageSpec, out: Path
 
 def train(model: DualStream, sampler, out: str | Path, stages: dict[int, StageSpec], seed: int = 0,
           checkpoint_every: int = 250) -> DualStream:
-    """Run the requested stages in order (each resumes from its checkpoint) and return the model."""
+    """Run the requested stages in order (each resumes from its checkpoint) and return the model.
+    `sampler`: one for every stage, or {stage: sampler} (a teacher's labels for stage 1)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pickled = sorted(out.glob("stage*.pt"))
@@ -195,5 +199,6 @@ def train(model: DualStream, sampler, out: str | Path, stages: dict[int, StageSp
             earlier = [checkpoint_path(out, s) for s in sorted(stages) if s < stage]
             if earlier and earlier[-1].exists():
                 model.load_state_dict(model_state(read_checkpoint(earlier[-1])[0]))
-        run_stage(model, sampler, stage, stages[stage], out, checkpoint_every, seed)
+        draws = sampler[stage] if isinstance(sampler, dict) else sampler
+        run_stage(model, draws, stage, stages[stage], out, checkpoint_every, seed)
     return model
