@@ -36,7 +36,15 @@ def main() -> None:
     p.add_argument("sets", nargs="+")
     p.add_argument("--model", default="stvsr-fast", help="whose M_S makes the high-res frames")
     p.add_argument("--presets", nargs="+", default=["fast", "medium", "dense"])
+    p.add_argument("--tuned", nargs="*", default=[], metavar="NAME:Param=V,...",
+                   help="also medium with these DIS settings, e.g. stride2:PatchStride=2 "
+                        "stride2-it50:PatchStride=2,GradientDescentIterations=50")
     args = p.parse_args()
+    for spec in args.tuned:  # extra presets: medium with some settings changed
+        name, settings = spec.split(":", 1)
+        DISInterp.PRESETS[name] = DISInterp.PRESETS["medium"]
+        DISInterp.TUNING[name] = {k: int(v) for k, v in (kv.split("=") for kv in settings.split(","))}
+        args.presets.append(name)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     model = load_model(args.model).eval()
