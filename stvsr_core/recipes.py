@@ -38,7 +38,7 @@ _QUALITY_STAGES = {2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128)}
 # res with upsampled flows, and an F that reads DIS's warp error from those same flows. Its one
 # mask (M_ts = 1 - M_st) starts at M_st = 0.95: with two masks from 0.5 it stayed at the plain
 # average of the streams (below the better one). F and R train on frame gaps 1 and 2 (larger
-# motion). `_student(c)`: the same at M_S width c.
+# motion). `_student(c)`: M_S c channels wide.
 _V2_STAGES = {1: StageSpec(steps=8000, lr=1e-3, batch=16, crop=96, parts=("M_S",)),
               2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128),
               3: StageSpec(steps=1500, lr=1e-4, batch=12, crop=128)}
@@ -53,9 +53,10 @@ def _student(channels: int) -> dict:
 
 
 RECIPES = {
-    "stvsr-fast-v2": _student(48),
+    # the shipped default: M_S 64 channels wide (on AMX, as fast as 48; docs/MODELS.md has the curve)
+    "stvsr-fast-v2": _student(64),
     "stvsr-fast-v2-w32": _student(32),
-    "stvsr-fast-v2-w64": _student(64),
+    "stvsr-fast-v2-w48": _student(48),
     "stvsr-fast-v2-w96": _student(96),
     # stream S->T as users run it (SPAN, then RIFE 4.25 at high resolution); stream T->S with DIS
     # at low resolution, then SPAN: two streams that fail in different places; the paper's F on
