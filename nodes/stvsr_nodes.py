@@ -102,8 +102,9 @@ def _with_smaller_tiles(run, tile: int):
 
 UPSCALE_MODEL = ("UPSCALE_MODEL", {"tooltip": "optional: your own upscaler (Load Upscale Model) becomes M_S; "
                                    "it must upscale by the STVSR model's factor (x2 for the shipped models)"})
-MODEL_TOOLTIP = ("stvsr-fast: small CPU networks + DIS optical flow (the default, fast). stvsr-lite: a little "
-                 "slower and better. stvsr-quality: the pretrained SPAN x2 and RIFE 4.25 backbones with F and R "
+MODEL_TOOLTIP = ("stvsr-fast-v2 (the default): small CPU networks, M_S distilled from SPAN, + dense DIS optical "
+                 "flow; best on large motion. stvsr-fast: the previous default, about 10% faster, weaker on large "
+                 "motion. stvsr-lite: slower, between the two. stvsr-quality: the pretrained SPAN x2 and RIFE 4.25 backbones with F and R "
                  "trained on them (best, slowest; install its backbones once with `stvsr fetch-backbones`). "
                  "stvsr-realtime: one stream, no fusion or refinement: about as fast as ffmpeg, a little worse "
                  "than stvsr-fast.")

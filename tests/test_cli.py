@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from stvsr_core.cli import main
+from stvsr_core.registry import DEFAULT_MODEL
 
 from helpers import real_frames, write_video
 
@@ -379,8 +380,8 @@ def test_sigterm_leaves_no_partial_file(tmp_path, untrained_file):
 
 
 @pytest.mark.parametrize("command, shown", [
-    ("eval", ["path (default: stvsr-fast)", "(default: not written)"]),
-    ("bench", ["paths (default: stvsr-fast)", "(default: auto)", "(default: 480x270 960x540)", "(default: 24)",
+    ("eval", [f"path (default: {DEFAULT_MODEL})", "(default: not written)"]),
+    ("bench", [f"paths (default: {DEFAULT_MODEL})", "(default: auto)", "(default: 480x270 960x540)", "(default: 24)",
                "(default: 3)", "(default: torch)", "(default: none)"]),
 ])
 def test_eval_and_bench_help_shows_defaults(capsys, command, shown):

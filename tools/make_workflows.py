@@ -8,11 +8,15 @@ Run: python tools/make_workflows.py
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 UI_DIR = ROOT / "example_workflows"  # ComfyUI serves this folder; keep only UI-format JSON in it
 API_DIR = ROOT / "workflows" / "api"
+sys.path.insert(0, str(ROOT))
+from stvsr_core.registry import DEFAULT_MODEL  # noqa: E402  (the templates load the default model)
+
 VIDEO = "bikes_short.mp4"  # the pack copies stvsr_core/assets/bikes_short.mp4 into ComfyUI/input
 
 # node: (id, class, {widget: value}, {input: (from_id, slot, type)}, [(output name, type)], ui_only)
@@ -21,7 +25,7 @@ LOAD = [
     (2, "GetVideoComponents", {}, {"video": (1, 0, "VIDEO")},
      [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")], False),
     (3, "ImageFromBatch", {"batch_index": 0, "length": 8}, {"image": (2, 0, "IMAGE")}, [("IMAGE", "IMAGE")], False),
-    (4, "LoadSTVSRModel", {"model_name": "stvsr-fast", "device": "auto", "precision": "auto"}, {},
+    (4, "LoadSTVSRModel", {"model_name": DEFAULT_MODEL, "device": "auto", "precision": "auto"}, {},
      [("stvsr_model", "STVSR_MODEL")], False),
 ]
 
