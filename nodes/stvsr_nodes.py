@@ -281,11 +281,14 @@ class STVSRDualStreamUpsample:
                    "frame H_st (upscale, then interpolate) and H_ts (interpolate, then upscale); multiplier-1 "
                    "in-between frames per pair of input frames.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE")
-    RETURN_NAMES = ("upscaled_frames", "H_st", "H_ts")
+    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "MASK")
+    RETURN_NAMES = ("upscaled_frames", "H_st", "H_ts", "cue")
     OUTPUT_TOOLTIPS = ("the N input frames upscaled by the model's factor (M_S)",
                        "(N-1)*(multiplier-1) in-between frames, pair by pair: upscale, then interpolate (unclamped)",
-                       "(N-1)*(multiplier-1) in-between frames, pair by pair: interpolate, then upscale (unclamped)")
+                       "(N-1)*(multiplier-1) in-between frames, pair by pair: interpolate, then upscale (unclamped)",
+                       "for each in-between frame, where DIS's two warped frames disagree (0: they agree): "
+                       "Fuse Streams needs it for models whose F reads it (stvsr-fast-v2, stvsr-quality); "
+                       "all zeros for the others")
     FUNCTION = "streams"
 
     @classmethod
@@ -309,6 +312,7 @@ class STVSRDualStreamUpsample:
 
         def run(tile):
             sr, st, ts = torch.empty((n, h, w, 3)), torch.empty((m, h, w, 3)), torch.empty((m, h, w, 3))
+            cue = torch.zeros((m, h, w))
             i = 0
             with stvsr_model.engine(x.shape[-2:], stvsr_model.options(tile=tile), "Dual-Stream Upsample") as eng:
                 prev = eng.upscale(x[0:1])
@@ -316,13 +320,16 @@ class STVSRDualStreamUpsample:
                 for k, slots in enumerate(pairs):
                     cur = eng.upscale(x[k + 1:k + 2])  # each frame through M_S once
                     times = [float(slot.t) for slot in slots]  # one M_T estimate for all of them
-                    for H_st, H_ts in eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur, times):
+                    cues = eng.cue(x[k:k + 1], x[k + 1:k + 2], times) or [None] * len(times)
+                    for (H_st, H_ts), c in zip(eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur, times), cues):
                         st[i], ts[i] = _image(H_st, False)[0], _image(H_ts, False)[0]
+                        if c is not None:
+                            cue[i] = c[0, 0].float().cpu()
                         i += 1
                     sr[k + 1] = _image(cur)[0]
                     prev = cur
                     bar.update(1)
-            return sr, st, ts
+            return sr, st, ts, cue
 
         return _with_smaller_tiles(run, tile)
 
@@ -338,20 +345,29 @@ class STVSRFuseStreams:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"stvsr_model": MODEL_IN, "H_st": ("IMAGE", {"tooltip": "H_st of Dual-Stream Upsample"}),
-                             "H_ts": ("IMAGE", {"tooltip": "H_ts of Dual-Stream Upsample"})}}
+                             "H_ts": ("IMAGE", {"tooltip": "H_ts of Dual-Stream Upsample"})},
+                "optional": {"cue": ("MASK", {"tooltip": "cue of Dual-Stream Upsample: needed by models whose F "
+                                                         "reads DIS's warp error (stvsr-fast-v2, stvsr-quality)"})}}
 
-    def fuse(self, stvsr_model, H_st, H_ts):
+    def fuse(self, stvsr_model, H_st, H_ts, cue=None):
         a, b = _frames(H_st, "H_st"), _frames(H_ts, "H_ts")
         if a.shape != b.shape:
             raise InputError(f"Fuse Streams: H_st is {tuple(H_st.shape)} but H_ts is {tuple(H_ts.shape)}: "
                              "connect both outputs of the same Dual-Stream Upsample node")
+        if cue is not None and tuple(cue.shape) != tuple(H_st.shape[:3]):
+            raise InputError(f"Fuse Streams: the cue is {tuple(cue.shape)} but the streams are "
+                             f"{tuple(H_st.shape[:3])}: connect all three outputs of the same Dual-Stream Upsample node")
+        if cue is None and stvsr_model.model.info.needs_cue:
+            raise InputError("Fuse Streams: this model's F also reads DIS's warp error: connect Dual-Stream "
+                             "Upsample's cue output to the cue input")
         n, s = a.shape[0], stvsr_model.scale
         out, m_st, m_ts = torch.empty(H_st.shape), torch.empty(H_st.shape[:3]), torch.empty(H_st.shape[:3])
         bar = host.Progress(n)
         with stvsr_model.engine((a.shape[2] // s, a.shape[3] // s), node="Fuse Streams") as eng:
             for i in range(n):
                 try:
-                    M1, M2, H_F = eng.fuse(a[i:i + 1], b[i:i + 1])
+                    c = None if cue is None else cue[i][None, None].to(a.dtype)
+                    M1, M2, H_F = eng.fuse(a[i:i + 1], b[i:i + 1], c)
                 except InputError as e:
                     raise InputError(f"Fuse Streams: {e}") from None
                 out[i], m_st[i], m_ts[i] = _image(H_F, False)[0], M1[0, 0].float().cpu(), M2[0, 0].float().cpu()

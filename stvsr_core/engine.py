@@ -323,21 +323,39 @@ class Engine:
             outs.append((self._crop(H_st, h * s, w * s), self._crop(H_ts, h * s, w * s)))
         return outs if isinstance(t, (list, tuple)) else outs[0]
 
+    def cue(self, L0, L1, t=0.5):
+        """F's extra input between two low-res frames at the output size ([1, 1, H, W]; a list for
+        a list of times), or None when this model's F reads the streams alone."""
+        if not self.info.needs_cue:
+            return None
+        h, w = L0.shape[-2:]
+        mult, s = self.model.size_multiple, self.model.scale
+        lo = [self._padded(x, mult) for x in (L0, L1)]
+        outs = [self._crop(self.model.cue(*lo, ti, self.runner), h * s, w * s)
+                for ti in (t if isinstance(t, (list, tuple)) else [t])]
+        return outs if isinstance(t, (list, tuple)) else outs[0]
+
     def _high_res(self, fn, *H: torch.Tensor):
         """fn on high-res tensors padded to the model's multiple, through the engine's runner."""
         h, w = H[0].shape[-2:]
         mult = self.model.size_multiple * self.model.scale
         return [self._crop(o, h, w) for o in fn(*(self._padded(x, mult) for x in H))]
 
-    def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor):
-        """F alone: (M_st, M_ts, H_F)."""
+    def fuse(self, H_st: torch.Tensor, H_ts: torch.Tensor, cue: torch.Tensor | None = None):
+        """F alone: (M_st, M_ts, H_F). `cue`: Engine.cue of the same pair, for a model whose F reads it."""
         if H_st.shape != H_ts.shape:
             raise InputError(f"the two streams differ in shape: H_st {tuple(H_st.shape)} vs H_ts "
                              f"{tuple(H_ts.shape)}: feed both from the same Dual-Stream output")
-        if self.info.needs_cue:
-            raise InputError("this model's F also reads the low-res frames (a DIS warp-error cue), which "
-                             "the streams alone do not carry: run the whole model (STVSR Upsample / Engine.run)")
-        return tuple(self._high_res(lambda a, b: self.model.fuse(a, b, run=self.runner), H_st, H_ts))
+        if not self.info.needs_cue:
+            return tuple(self._high_res(lambda a, b: self.model.fuse(a, b, run=self.runner), H_st, H_ts))
+        if cue is None:
+            raise InputError("this model's F also reads DIS's warp error between the low-res frames (the cue), "
+                             "which the streams alone do not carry: pass the cue of the same pair "
+                             "(Dual-Stream Upsample's cue output, Engine.cue)")
+        if cue.shape[-2:] != H_st.shape[-2:]:
+            raise InputError(f"the cue is {tuple(cue.shape[-2:])} but the streams are {tuple(H_st.shape[-2:])}: "
+                             "feed all three from the same Dual-Stream output")
+        return tuple(self._high_res(lambda a, b, c: self.model.fuse(a, b, c, run=self.runner), H_st, H_ts, cue))
 
     def refine(self, H_F: torch.Tensor) -> torch.Tensor:
         """R alone: H_R = R(H_F) + H_F."""

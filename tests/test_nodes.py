@@ -63,11 +63,19 @@ def test_mappings_and_node_declarations():
     assert "ComfyUI" not in " ".join(pack.NODE_DISPLAY_NAME_MAPPINGS.values())
 
 
-def test_separate_nodes_in_paper_order_equal_all_in_one(model):
-    """Dual-Stream -> Fuse -> Refine -> Interleave gives the all-in-one node's frames, cut included."""
+@pytest.mark.parametrize("name", ["stvsr-lite", "stvsr-fast-v2"])
+def test_separate_nodes_in_paper_order_equal_all_in_one(name):
+    """Dual-Stream -> Fuse -> Refine -> Interleave gives the all-in-one node's frames, cut included;
+    stvsr-fast-v2's F also reads the cue output (DIS's warp error), stvsr-lite's has none (zeros)."""
+    model = _call("LoadSTVSRModel", name, "cpu", "fp32")[0]
     images = _images(start=6, count=5, size=(320, 136), crop=(128, 320))  # low-res 320x128, a cut after frame 3
-    up, H_st, H_ts = _call("STVSRDualStreamUpsample", model, images)
-    H_F, M_st, M_ts = _call("STVSRFuseStreams", model, H_st, H_ts)
+    up, H_st, H_ts, cue = _call("STVSRDualStreamUpsample", model, images)
+    assert cue.shape == H_st.shape[:3]
+    assert (cue.abs().max() > 0) == model.model.info.needs_cue
+    if model.model.info.needs_cue:
+        with pytest.raises(InputError, match="connect Dual-Stream Upsample's cue output"):
+            _call("STVSRFuseStreams", model, H_st, H_ts)
+    H_F, M_st, M_ts = _call("STVSRFuseStreams", model, H_st, H_ts, cue=cue)
     H_R = _call("STVSRRefine", model, H_F)[0]
     separate = _call("STVSRInterleave", up, H_R, source=images)[0]
     together, fps = _call("STVSRUpsample", model, images, frame_rate=23.976)
@@ -293,7 +301,7 @@ def test_users_upscale_model_becomes_M_S(model, tmp_path):
     torch.save(Compact(num_feat=16, num_conv=2, upscale=2).state_dict(), tmp_path / "2x.pth")
     upscaler = spandrel.ModelLoader().load_from_file(str(tmp_path / "2x.pth"))
     images = _images(start=40, count=2, size=(160, 96))
-    up, H_st, H_ts = _call("STVSRDualStreamUpsample", model, images, upscale_model=upscaler)
+    up, H_st, H_ts, _ = _call("STVSRDualStreamUpsample", model, images, upscale_model=upscaler)
     with torch.inference_mode():
         expect = upscaler.model(images.movedim(-1, 1)).clamp(0, 1).movedim(1, -1)
     assert torch.allclose(up, expect, atol=1e-5)
@@ -416,7 +424,7 @@ def test_frame_interpolate_multiplier_3_and_cuts(model):
 
 def test_separate_nodes_at_multiplier_3_equal_all_in_one(model):
     images = _images(start=6, count=5, size=(160, 68), crop=(64, 160))  # a cut after frame 3
-    up, H_st, H_ts = _call("STVSRDualStreamUpsample", model, images, multiplier=3)
+    up, H_st, H_ts, _ = _call("STVSRDualStreamUpsample", model, images, multiplier=3)
     assert up.shape == (5, 128, 320, 3) and H_st.shape == H_ts.shape == (8, 128, 320, 3)
     H_R = _call("STVSRRefine", model, _call("STVSRFuseStreams", model, H_st, H_ts)[0])[0]
     separate = _call("STVSRInterleave", up, H_R, source=images)[0]
@@ -435,7 +443,7 @@ def test_x4_model_through_every_node(x4):
     images = _images(start=6, count=3, size=(64, 28))
     up = _call("STVSRSpatialUpscale", x4, images)[0]
     assert up.shape == (3, 112, 256, 3)
-    sr, H_st, H_ts = _call("STVSRDualStreamUpsample", x4, images)
+    sr, H_st, H_ts, _ = _call("STVSRDualStreamUpsample", x4, images)
     assert sr.shape == (3, 112, 256, 3) and H_st.shape == (2, 112, 256, 3) and torch.allclose(sr, up, atol=1e-5)
     H_F, M_st, _ = _call("STVSRFuseStreams", x4, H_st, H_ts)
     assert H_F.shape == H_st.shape and M_st.shape == (2, 112, 256)

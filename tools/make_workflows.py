@@ -53,9 +53,9 @@ GRAPHS = {
     "stvsr_dual_stream": LOAD + [
         (5, "STVSRDualStreamUpsample", {"tile": 0, "multiplier": 2},
          {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (3, 0, "IMAGE")},
-         [("upscaled_frames", "IMAGE"), ("H_st", "IMAGE"), ("H_ts", "IMAGE")], False),
+         [("upscaled_frames", "IMAGE"), ("H_st", "IMAGE"), ("H_ts", "IMAGE"), ("cue", "MASK")], False),
         (6, "STVSRFuseStreams", {}, {"stvsr_model": (4, 0, "STVSR_MODEL"), "H_st": (5, 1, "IMAGE"),
-                                     "H_ts": (5, 2, "IMAGE")},
+                                     "H_ts": (5, 2, "IMAGE"), "cue": (5, 3, "MASK")},
          [("H_F", "IMAGE"), ("M_st", "MASK"), ("M_ts", "MASK")], False),
         (7, "STVSRRefine", {}, {"stvsr_model": (4, 0, "STVSR_MODEL"), "images": (6, 0, "IMAGE")},
          [("IMAGE", "IMAGE")], False),
