@@ -75,6 +75,8 @@ def test_separate_nodes_in_paper_order_equal_all_in_one(name):
     if model.model.info.needs_cue:
         with pytest.raises(InputError, match="connect Dual-Stream Upsample's cue output"):
             _call("STVSRFuseStreams", model, H_st, H_ts)
+        with pytest.raises(InputError, match="the cue is"):
+            _call("STVSRFuseStreams", model, H_st, H_ts, cue=cue[:, :10])
     H_F, M_st, M_ts = _call("STVSRFuseStreams", model, H_st, H_ts, cue=cue)
     H_R = _call("STVSRRefine", model, H_F)[0]
     separate = _call("STVSRInterleave", up, H_R, source=images)[0]
