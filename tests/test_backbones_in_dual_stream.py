@@ -195,8 +195,12 @@ def test_fusion_with_the_dis_warp_error_cue(backbones):
         eng = Engine(model, "cpu", precision="fp32", tile=tile, tile_pad=16)
         H0, H1 = eng.upscale(L0), eng.upscale(L1)
         assert (eng.middle(L0, L1, H0, H1) - ref).abs().max() < 2e-3
-    with pytest.raises(InputError, match="run the whole model"):
+    with pytest.raises(InputError, match="pass the cue of the same pair"):
         eng.fuse(H0, H1)
+    with torch.inference_mode():  # F alone, given the pair's cue, is the composition's F
+        _, H_st, H_ts = model.streams(L0, L1, model.spatial(L0), model.spatial(L1))
+        H_F = eng.fuse(H_st, H_ts, eng.cue(L0, L1))[2]
+        assert (H_F - model.fuse(H_st, H_ts, cue)[2]).abs().max() < 2e-3
 
 
 def test_stream_cache_round_trip(backbones, tmp_path):
