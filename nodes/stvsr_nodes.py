@@ -320,8 +320,7 @@ class STVSRDualStreamUpsample:
                 for k, slots in enumerate(pairs):
                     cur = eng.upscale(x[k + 1:k + 2])  # each frame through M_S once
                     times = [float(slot.t) for slot in slots]  # one M_T estimate for all of them
-                    cues = eng.cue(x[k:k + 1], x[k + 1:k + 2], times) or [None] * len(times)
-                    for (H_st, H_ts), c in zip(eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur, times), cues):
+                    for H_st, H_ts, c in eng.streams(x[k:k + 1], x[k + 1:k + 2], prev, cur, times, cue=True):
                         st[i], ts[i] = _image(H_st, False)[0], _image(H_ts, False)[0]
                         if c is not None:
                             cue[i] = c[0, 0].float().cpu()

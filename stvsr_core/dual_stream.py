@@ -131,10 +131,10 @@ class DualStream(nn.Module):
         M_T, `estimate` (its flows for this pair) is reused; the result is the same without it."""
         if self._dis is None:
             return None
-        flows = estimate[0] if estimate is not None and self._dis is self.M_T else None
+        own = estimate if self._dis is self.M_T else None  # another M_T's estimate is not DIS's
 
         def error(L0, L1):
-            e = self._dis.warp_error(L0, L1, t, flows)
+            e = self._dis.warp_error(L0, L1, t, own)
             return torch.nn.functional.interpolate(e, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return run.whole("cue", error, L0, L1)
 

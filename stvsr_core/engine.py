@@ -309,9 +309,10 @@ class Engine:
                 for ti in (t if isinstance(t, (list, tuple)) else [t])]
         return outs if isinstance(t, (list, tuple)) else outs[0]
 
-    def streams(self, L0, L1, H0, H1, t=0.5):
+    def streams(self, L0, L1, H0, H1, t=0.5, cue=False):
         """(H_st, H_ts) between two low-res frames, given their spatial outputs; for a list of
-        times, a list of pairs sharing one estimate."""
+        times, a list of pairs sharing one estimate. cue=True: (H_st, H_ts, Engine.cue's cue)
+        from that same estimate."""
         h, w = L0.shape[-2:]
         mult, s = self.model.size_multiple, self.model.scale
         lo = [self._padded(x, mult) for x in (L0, L1)]
@@ -320,7 +321,8 @@ class Engine:
         outs = []
         for ti in (t if isinstance(t, (list, tuple)) else [t]):
             _, H_st, H_ts = self.model.streams(*lo, *hi, ti, est, run=self.runner)
-            outs.append((self._crop(H_st, h * s, w * s), self._crop(H_ts, h * s, w * s)))
+            out = (self._crop(H_st, h * s, w * s), self._crop(H_ts, h * s, w * s))
+            outs.append(out + (self._cue(lo, ti, est, h * s, w * s),) if cue else out)
         return outs if isinstance(t, (list, tuple)) else outs[0]
 
     def cue(self, L0, L1, t=0.5):
@@ -329,11 +331,14 @@ class Engine:
         if not self.info.needs_cue:
             return None
         h, w = L0.shape[-2:]
-        mult, s = self.model.size_multiple, self.model.scale
-        lo = [self._padded(x, mult) for x in (L0, L1)]
-        outs = [self._crop(self.model.cue(*lo, ti, self.runner), h * s, w * s)
-                for ti in (t if isinstance(t, (list, tuple)) else [t])]
+        lo = [self._padded(x, self.model.size_multiple) for x in (L0, L1)]
+        s = self.model.scale
+        outs = [self._cue(lo, ti, None, h * s, w * s) for ti in (t if isinstance(t, (list, tuple)) else [t])]
         return outs if isinstance(t, (list, tuple)) else outs[0]
+
+    def _cue(self, lo, t, estimate, h: int, w: int):
+        c = self.model.cue(*lo, t, self.runner, estimate)
+        return None if c is None else self._crop(c, h, w)
 
     def _high_res(self, fn, *H: torch.Tensor):
         """fn on high-res tensors padded to the model's multiple, through the engine's runner."""

@@ -167,12 +167,13 @@ class DISInterp(TemporalNet):
         """The frame at time t from both frames and their flows (f01, f10)."""
         return cls._blend(I0, I1, *cls._intermediate(flows, t, I0))
 
-    def warp_error(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5, flows=None) -> torch.Tensor:
+    def warp_error(self, I0: torch.Tensor, I1: torch.Tensor, t=0.5, estimate=None) -> torch.Tensor:
         """[B, 1, H, W]: how much the two frames, warped to time t, disagree. Small where the
-        flow holds (no occlusion, no failure): a per-pixel reliability map of DIS. `flows`: this
-        pair's DIS flows when already estimated (the M_T's own), else estimated here."""
+        flow holds (no occlusion, no failure): a per-pixel reliability map of DIS. `estimate`:
+        this pair's `estimate` (I0, I1 being its low-res frames) when already made, else DIS runs here."""
         with torch.no_grad():
-            ft0, ft1, _ = self._intermediate(flows if flows is not None else self.flows(I0, I1), t, I0)
+            flows = estimate[0] if estimate is not None else self.flows(I0, I1)
+            ft0, ft1, _ = self._intermediate(flows, t, I0)
             w0, w1 = self._warps(I0, I1, ft0, ft1)
             return (w0 - w1).abs().mean(1, keepdim=True)
 
