@@ -75,8 +75,11 @@ class DualStream(nn.Module):
         # F is StreamST: stream T->S is never computed (H_ts is H_st). Kept here, since backends
         # may swap F for a compiled module
         self.single_stream = bool(self.F.single_stream)
-        # weight-free: F's cue. A DIS M_T gives it its own flows (no second estimate per pair)
-        self._dis = (self.M_T if isinstance(self.M_T, DISInterp) else TEMPORAL["dis"]()) if self.F.needs_cue else None
+        # F's cue is DIS's warp error. A DIS M_T gives it its own flows (no second estimate per
+        # pair); another M_T gets a weight-free DIS of its own. Kept as a plain bool, like
+        # single_stream, for a compiled F
+        self._needs_cue = bool(self.F.needs_cue)
+        self._cue_dis = TEMPORAL["dis"]() if self._needs_cue and not isinstance(self.M_T, DISInterp) else None
         self.R = build_refine(self.config.get("refine", {}))
         self.size_multiple = self._multiples()  # of the low-res frames
 
@@ -123,18 +126,19 @@ class DualStream(nn.Module):
     @property
     def needs_cue(self) -> bool:
         """True when F reads the low-res frames too (through `cue`), not only the two streams."""
-        return self._dis is not None
+        return self._needs_cue
 
     def cue(self, L0: torch.Tensor, L1: torch.Tensor, t=0.5, run: Runner = DIRECT, estimate=None) -> torch.Tensor | None:
         """F's extra input when its config asks for one (`inputs: streams+dis_error`): DIS's warp
         error at low resolution, upsampled to the output size; None for the paper's F. With a DIS
         M_T, `estimate` (its flows for this pair) is reused; the result is the same without it."""
-        if self._dis is None:
+        if not self._needs_cue:
             return None
-        own = estimate if self._dis is self.M_T else None  # another M_T's estimate is not DIS's
+        dis = self.M_T if self._cue_dis is None else self._cue_dis
+        own = estimate if dis is self.M_T else None  # another M_T's estimate is not DIS's
 
         def error(L0, L1):
-            e = self._dis.warp_error(L0, L1, t, own)
+            e = dis.warp_error(L0, L1, t, own)
             return torch.nn.functional.interpolate(e, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return run.whole("cue", error, L0, L1)
 

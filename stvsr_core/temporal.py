@@ -317,5 +317,7 @@ class DISRefine(TemporalNet):
 
 
 # "rife": pretrained, its weights come from the backbone store (stvsr fetch-backbones)
-TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "dis_refine": DISRefine, "rife": RifeMT,
-            "per_resolution": PerResolutionMT}
+from .dis_select import DISOcclusion, DISSelect  # noqa: E402  (they build on DISInterp, above)
+
+TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "dis_refine": DISRefine, "dis_occlusion": DISOcclusion,
+            "dis_select": DISSelect, "rife": RifeMT, "per_resolution": PerResolutionMT}

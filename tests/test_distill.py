@@ -113,7 +113,7 @@ def test_dense_preset_follows_large_motion_better_than_medium():
 def test_f_cue_reads_the_dis_m_t_flows_once():
     cfg = RECIPES["stvsr-fast-v2"]["model"]
     m = DualStream(cfg).eval()
-    assert m._dis is m.M_T  # no second DIS for the cue
+    assert m._cue_dis is None  # no second DIS for the cue: the M_T's own flows
     calls = []
     flows = m.M_T.flows
     m.M_T.flows = lambda *a: calls.append(1) or flows(*a)
