@@ -102,9 +102,10 @@ def _with_smaller_tiles(run, tile: int):
 
 UPSCALE_MODEL = ("UPSCALE_MODEL", {"tooltip": "optional: your own upscaler (Load Upscale Model) becomes M_S; "
                                    "it must upscale by the STVSR model's factor (x2 for the shipped models)"})
-MODEL_TOOLTIP = ("stvsr-fast-v2 (the default): small CPU networks, M_S distilled from SPAN, + dense DIS optical "
-                 "flow; best on large motion. stvsr-fast: the previous default, about 10% faster, weaker on large "
-                 "motion. stvsr-lite: slower, between the two. stvsr-quality: the pretrained SPAN x2 and RIFE 4.25 backbones with F and R "
+MODEL_TOOLTIP = ("stvsr-fast-v3 (the default): small CPU networks, M_S distilled from SPAN, + dense DIS optical "
+                 "flow with an occlusion test; best on large motion. stvsr-fast-v2: the previous default, without "
+                 "the occlusion test, a little faster. stvsr-fast: older, about 15% faster, weaker on large motion. "
+                 "stvsr-lite: slower, between them. stvsr-quality: the pretrained SPAN x2 and RIFE 4.25 backbones with F and R "
                  "trained on them (best, slowest; install its backbones once with `stvsr fetch-backbones`). "
                  "stvsr-realtime: one stream, no fusion or refinement: about as fast as ffmpeg, a little worse "
                  "than stvsr-fast.")
@@ -287,7 +288,7 @@ class STVSRDualStreamUpsample:
                        "(N-1)*(multiplier-1) in-between frames, pair by pair: upscale, then interpolate (unclamped)",
                        "(N-1)*(multiplier-1) in-between frames, pair by pair: interpolate, then upscale (unclamped)",
                        "for each in-between frame, where DIS's two warped frames disagree (0: they agree): "
-                       "Fuse Streams needs it for models whose F reads it (stvsr-fast-v2, stvsr-quality); "
+                       "Fuse Streams needs it for models whose F reads it (stvsr-fast-v3, stvsr-fast-v2, stvsr-quality); "
                        "all zeros for the others")
     FUNCTION = "streams"
 
@@ -346,7 +347,7 @@ class STVSRFuseStreams:
         return {"required": {"stvsr_model": MODEL_IN, "H_st": ("IMAGE", {"tooltip": "H_st of Dual-Stream Upsample"}),
                              "H_ts": ("IMAGE", {"tooltip": "H_ts of Dual-Stream Upsample"})},
                 "optional": {"cue": ("MASK", {"tooltip": "cue of Dual-Stream Upsample: needed by models whose F "
-                                                         "reads DIS's warp error (stvsr-fast-v2, stvsr-quality)"})}}
+                                                         "reads DIS's warp error (stvsr-fast-v3, stvsr-fast-v2, stvsr-quality)"})}}
 
     def fuse(self, stvsr_model, H_st, H_ts, cue=None):
         a, b = _frames(H_st, "H_st"), _frames(H_ts, "H_ts")

@@ -52,33 +52,25 @@ def _student(channels: int) -> dict:
             "stages": _V2_STAGES, "gaps": (1, 2), "distill": {"samples": 4000, "crop": 64, "unlabelled": 0.5}}
 
 
-# stvsr-fast v3 (issue 14, item 3): v2 with an occlusion-aware M_T on DIS (dis_select.DISOcclusion):
-# per pixel, each frame's warp along the linear and the splatted intermediate flows, weighted by
-# a weight-free occlusion test. M_S, F and R start from stvsr-fast-v2 (--init); stage 2 retrains
-# F and R on its streams and stage 3 fine-tunes all jointly, on frame gaps up to 3 (large motion)
-def _v3() -> dict:
+# stvsr-fast v3 (issue 14, item 3): v2 with an occlusion-aware M_T on DIS (dis_occlusion.DISOcclusion):
+# per pixel, each frame's linear and splatted intermediate flows, weighted by a weight-free
+# occlusion test, and R `fast` (v2's `lite` costs more and loses on clean footage). M_S and F
+# start from stvsr-fast-v2 (--init); stage 2 trains F and R on its streams and stage 3
+# fine-tunes all jointly, on frame gaps up to 3 (large motion)
+def _v3(refine: str = "fast") -> dict:
     r = _student(64)
     r["model"]["temporal"] = {"arch": "dis_occlusion", "preset": "dense", "high_res_flow": "upsample"}
+    r["model"]["refine"] = {"preset": refine}
     r["stages"] = {2: _V2_STAGES[2], 3: _V2_STAGES[3]}
     r["gaps"] = (1, 2, 3)
     del r["distill"]
     return r
 
 
-# the learned variant (dis_select.DISSelect): a CNN corrects DISOcclusion's weights. Stage 1
-# trains it alone (--init M_S, F and R from stvsr-fast-v2) on 224 px crops, gaps up to 3, t = 1/3,
-# 1/2, 2/3. It lost to its own weight-free prior on every dev set (docs/MODELS.md): not shipped
-def _v3_select() -> dict:
-    r = _v3()
-    r["model"]["temporal"] = {"arch": "dis_select", "preset": "dense", "high_res_flow": "upsample"}
-    r["stages"] = {1: StageSpec(steps=3000, lr=1e-3, batch=8, crop=224, parts=("M_T",))}
-    r["times"] = _TIMES
-    return r
-
-
 RECIPES = {
     "stvsr-fast-v3": _v3(),
-    "stvsr-fast-v3-select": _v3_select(),
+    # the same with v2's lite R: 0.2-0.3 dB below on the Vimeo sets, 0.3 above on ucf101, slower
+    "stvsr-fast-v3-rlite": _v3("lite"),
     # the shipped default: M_S 64 channels wide (on AMX, as fast as 48; docs/MODELS.md has the curve)
     "stvsr-fast-v2": _student(64),
     "stvsr-fast-v2-w32": _student(32),

@@ -317,7 +317,7 @@ class DISRefine(TemporalNet):
 
 
 # "rife": pretrained, its weights come from the backbone store (stvsr fetch-backbones)
-from .dis_select import DISOcclusion, DISSelect  # noqa: E402  (they build on DISInterp, above)
+from .dis_occlusion import DISOcclusion  # noqa: E402  (it builds on DISInterp, above)
 
 TEMPORAL = {"ifnet_lite": IFNetLite, "dis": DISInterp, "dis_refine": DISRefine, "dis_occlusion": DISOcclusion,
-            "dis_select": DISSelect, "rife": RifeMT, "per_resolution": PerResolutionMT}
+            "rife": RifeMT, "per_resolution": PerResolutionMT}
