@@ -32,11 +32,6 @@ class TemporalNet(torch.nn.Module):
         high-res frames are given: temporal-only output)."""
         return self(L0, L1, t), None if H0 is None else self(H0, H1, t)
 
-    def task_loss(self, L0, L1, H0, H1, Lt, Ht, t) -> torch.Tensor:
-        """Stage 1's loss on M_T's own task, at both resolutions it meets: L1 to the true frame
-        at t (Lt, Ht) from the two frames either side, low-res (L0, L1) and high-res (H0, H1)."""
-        return torch.nn.functional.l1_loss(self(L0, L1, t), Lt) + torch.nn.functional.l1_loss(self(H0, H1, t), Ht)
-
 
 @dataclass(frozen=True)
 class ModelInfo:

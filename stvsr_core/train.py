@@ -95,7 +95,8 @@ def stage_loss(model: DualStream, hr: TripletBatch | StreamBatch | DistillBatch 
         if "M_S" in learns:
             terms["M_S"] = l1(model.spatial(torch.cat([L0, Lt, L1])), torch.cat([H0, Ht, H1]))
         if "M_T" in learns:
-            terms["M_T"] = model.M_T.task_loss(L0, L1, H0, H1, Lt, Ht, t)
+            # its own task, at both resolutions it will meet: the low-res and the high-res frames
+            terms["M_T"] = l1(model.M_T(L0, L1, t), Lt) + l1(model.M_T(H0, H1, t), Ht)
         return sum(terms.values()), terms
     if stage == 2:
         with torch.no_grad():  # M_S and M_T are frozen
