@@ -75,11 +75,12 @@ class DualStream(nn.Module):
         # F is StreamST: stream T->S is never computed (H_ts is H_st). Kept here, since backends
         # may swap F for a compiled module
         self.single_stream = bool(self.F.single_stream)
-        # F's cue is DIS's warp error. A DIS M_T gives it its own flows (no second estimate per
-        # pair); another M_T gets a weight-free DIS of its own. Kept as a plain bool, like
-        # single_stream, for a compiled F
+        # F's cue is DIS's warp error. A DIS M_T (or a per-resolution M_T's low-res DIS) gives it
+        # its own flows (no second estimate per pair); another M_T gets a weight-free DIS of its
+        # own. Kept as a plain bool, like single_stream, for a compiled F
         self._needs_cue = bool(self.F.needs_cue)
-        self._cue_dis = TEMPORAL["dis"]() if self._needs_cue and not isinstance(self.M_T, DISInterp) else None
+        low = self.interpolators()[0]
+        self._cue_dis = TEMPORAL["dis"]() if self._needs_cue and not isinstance(low, DISInterp) else None
         self.R = build_refine(self.config.get("refine", {}))
         self.size_multiple = self._multiples()  # of the low-res frames
 
@@ -134,8 +135,13 @@ class DualStream(nn.Module):
         M_T, `estimate` (its flows for this pair) is reused; the result is the same without it."""
         if not self._needs_cue:
             return None
-        dis = self.M_T if self._cue_dis is None else self._cue_dis
-        own = estimate if dis is self.M_T else None  # another M_T's estimate is not DIS's
+        own = None  # another M_T's estimate is not DIS's
+        if self._cue_dis is None:
+            dis = self.interpolators()[0]
+            # a per-resolution M_T's estimate is (low's, high's)
+            own = estimate if dis is self.M_T or estimate is None else estimate[0]
+        else:
+            dis = self._cue_dis
 
         def error(L0, L1):
             e = dis.warp_error(L0, L1, t, own)

@@ -116,3 +116,28 @@ def test_estimate_once_per_pair_and_the_cue_reuses_it():
 def test_refuses_high_res_estimates():
     with pytest.raises(ValueError, match="upsample"):
         DISOcclusion(high_res_flow="estimate")
+
+
+def test_a_per_resolution_m_t_gives_the_cue_its_low_res_dis():
+    """stvsr-quality's M_T is one network per resolution; its low-res DIS's flows feed F's cue
+    too (no second DIS per pair), and the cue is the same with and without the shared estimate."""
+    config = {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 8, "blocks": 1},
+              "temporal": {"arch": "per_resolution", "low": {"arch": "dis_occlusion", "preset": "medium"},
+                           "high": {"arch": "dis", "preset": "medium"}},
+              "fusion": {"preset": "lite", "masks": 2, "inputs": "streams+dis_error"}, "refine": {"preset": "lite"}}
+    model = DualStream(config).eval()
+    assert model._cue_dis is None
+    a, b = _frames()
+    calls = []
+    flows = model.M_T.low.flows
+    model.M_T.low.flows = lambda *args: calls.append(1) or flows(*args)
+    with torch.no_grad():
+        H0, H1 = model.spatial(a), model.spatial(b)
+        est = model.estimate(a, b, H0, H1)
+        shared = model.cue(a, b, 0.5, estimate=est)
+        assert len(calls) == 1
+        model.middle(a, b, H0, H1, 0.5, est)
+        assert len(calls) == 1
+        alone = model.cue(a, b, 0.5)
+    assert len(calls) == 2 and shared.shape[-2:] == H0.shape[-2:]
+    assert torch.allclose(shared, alone)
