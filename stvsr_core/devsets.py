@@ -10,6 +10,10 @@ measured on held-out video with larger motion. Two sets with 3-4x the motion:
   between are real; `stvsr eval` scores it per t (evaluate.TIMES_FILE).
 - `cockatoo_wide`: triplets (k, k+2, k+4) of `cockatoo.mp4` (20 fps, close-up, strong motion)
   at half size (640x360), a clip that the stage-2 training of `stvsr-quality` holds out.
+- `vimeo_real` and `vimeo_wide_real`: `vimeo_septuplet` and `vimeo_wide` without the clips whose
+  motion is one global translation (`is_global_shift`). Half of the dev set's septuplets are a
+  still image shifted by 5-10 px a frame, its uncovered border smeared: classical flow is
+  exact on them and RIFE is not, so they flatter DIS-based models against held-out real video.
 
 Built into a folder of `im1..im3.png` triplets that `stvsr eval` reads like any other set; the
 frames are derived from `../shared/data` and must never be committed.
@@ -42,9 +46,39 @@ def septuplets(folder: Path) -> dict[str, list[Path]]:
             for stem, p in sorted(clips.items()) if len(p) == 3}
 
 
-def vimeo_wide(septuplet_folder: Path, out: Path) -> int:
+def is_global_shift(first: Path, last: Path, spread: float = 1.2, shift: float = 3.0) -> bool:
+    """True when DIS's flow from `first` to `last` is one translation: every vector within
+    `spread` px (std, per axis) of a mean over `shift` px. Real footage (parallax, moving
+    people) spreads far more; the dev set's synthetic shifts measure 0.1-1.0 px."""
+    a, b = (cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2GRAY) for p in (first, last))
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None).reshape(-1, 2)
+    return bool(flow.std(0).max() < spread and np.linalg.norm(flow.mean(0)) > shift)
+
+
+def real_motion(septuplet_folder: Path) -> dict[str, list[Path]]:
+    """The septuplets whose first three frames are not one global translation."""
+    return {stem: frames for stem, frames in septuplets(septuplet_folder).items()
+            if not is_global_shift(frames[0], frames[2])}
+
+
+def vimeo_real(septuplet_folder: Path, out: Path) -> int:
+    """The dev set's `_13`, `_35`, `_57` triplets of its real-motion septuplets, copied as they are."""
+    n = 0
+    for stem in real_motion(septuplet_folder):
+        for part in ("13", "35", "57"):
+            dst = out / f"{stem}_{part}"
+            dst.mkdir(parents=True, exist_ok=True)
+            for name in ("im1", "im2", "im3"):
+                Image.open(Path(septuplet_folder) / f"{stem}_{part}" / f"{name}.png").save(dst / f"{name}.png")
+            n += 1
+    return n
+
+
+def vimeo_wide(septuplet_folder: Path, out: Path, only: set[str] | None = None) -> int:
     n = 0
     for stem, frames in septuplets(septuplet_folder).items():
+        if only is not None and stem not in only:
+            continue
         dst = out / stem
         dst.mkdir(parents=True, exist_ok=True)
         for name, src in (("im1", frames[0]), ("im2", frames[3]), ("im3", frames[6])):
@@ -90,6 +124,13 @@ def build(data: Path, out: Path, log=print) -> list[Path]:
     n = vimeo_wide(data / "eval" / "vimeo_septuplet", out / "vimeo_wide")
     log(f"vimeo_wide: {n} triplets (frames 1, 4, 7)")
     sets.append(out / "vimeo_wide")
+    real = set(real_motion(data / "eval" / "vimeo_septuplet"))
+    n = vimeo_real(data / "eval" / "vimeo_septuplet", out / "vimeo_real")
+    log(f"vimeo_real: {n} triplets of the {len(real)} septuplets with real motion (not one global shift)")
+    sets.append(out / "vimeo_real")
+    n = vimeo_wide(data / "eval" / "vimeo_septuplet", out / "vimeo_wide_real", only=real)
+    log(f"vimeo_wide_real: {n} triplets (frames 1, 4, 7 of the same)")
+    sets.append(out / "vimeo_wide_real")
     n = vimeo_times(data / "eval" / "vimeo_septuplet", out / "vimeo_times")
     log(f"vimeo_times: {n} quintuplets (frames 1-5 and 3-7: t = 1/4, 1/2, 3/4)")
     sets.append(out / "vimeo_times")
