@@ -102,9 +102,9 @@ def _with_smaller_tiles(run, tile: int):
 
 UPSCALE_MODEL = ("UPSCALE_MODEL", {"tooltip": "optional: your own upscaler (Load Upscale Model) becomes M_S; "
                                    "it must upscale by the STVSR model's factor (x2 for the shipped models)"})
-MODEL_TOOLTIP = ("stvsr-fast-v3 (the default): small CPU networks, M_S distilled from SPAN, + dense DIS optical "
-                 "flow with an occlusion test; best on large motion. stvsr-fast-v2: the previous default, without "
-                 "the occlusion test, a little faster. stvsr-fast: older, about 15% faster, weaker on large motion. "
+MODEL_TOOLTIP = ("stvsr-fast-v2 (the default): small CPU networks, M_S distilled from SPAN, + dense DIS optical "
+                 "flow. stvsr-fast-v3: the same with an occlusion test on the flows, a little slower and no better "
+                 "on real motion (docs/MODELS.md). stvsr-fast: older, about 15% faster, weaker on large motion. "
                  "stvsr-lite: slower, between them. stvsr-quality: the pretrained SPAN x2 and RIFE 4.25 backbones with F and R "
                  "trained on them (best, slowest; install its backbones once with `stvsr fetch-backbones`). "
                  "stvsr-realtime: one stream, no fusion or refinement: about as fast as ffmpeg, a little worse "

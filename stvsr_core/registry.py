@@ -7,7 +7,7 @@ from pathlib import Path
 from .dual_stream import DualStream
 from .weights import PACKAGE_WEIGHTS, WeightsError, load_weights, read_metadata
 
-DEFAULT_MODEL = "stvsr-fast-v3"
+DEFAULT_MODEL = "stvsr-fast-v2"
 
 
 def list_models() -> list[str]:

@@ -83,7 +83,7 @@ def test_bench_command_reports_everything(tmp_path, capsys):
     row = r["sizes"][0]
     ours = row["backends"]["default (torch)"]
     assert ours["frames_out"] == 5 and ours["fps_out"] > 0 and ours["peak_rss_mib"] > 0
-    cue = {"cue"} if load_model("default").needs_cue else set()  # F's DIS warp-error input (stvsr-fast-v3)
+    cue = {"cue"} if load_model("default").needs_cue else set()  # F's DIS warp-error input (stvsr-fast-v2)
     assert set(ours["stages"]) == {"M_S", "M_T estimate", "M_T", "M_S (T->S)", "F", "R"} | cue
     assert ours["stages"]["M_S"]["gflop_per_output_frame"] > 0
     assert 0 < ours["conv_stages_fraction_of_peak"]
