@@ -94,6 +94,16 @@ RECIPES = {
                                     "refine": {"preset": "lite"}},
                           "stages": _QUALITY_STAGES,
                           "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
+    # stvsr-quality with stream T->S on DISOcclusion (each frame's linear and splatted flows chosen
+    # per pixel by the occlusion test, as stvsr-fast-v3): a stronger DIS stream on large motion
+    "stvsr-quality-occ": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
+                                    "temporal": {"arch": "per_resolution",
+                                                 "low": {"arch": "dis_occlusion", "preset": "medium"},
+                                                 "high": {"arch": "rife", "weights": "rife-4.25"}},
+                                    "fusion": {"preset": "lite", "masks": 2, "inputs": "streams+dis_error"},
+                                    "refine": {"preset": "lite"}},
+                          "stages": _QUALITY_STAGES,
+                          "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
     # the paper's set-up exactly: one M_T (RIFE 4.25) in both streams; F gains little (docs/MODELS.md)
     "stvsr-quality-rife": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
                                      "temporal": {"arch": "rife", "weights": "rife-4.25"}, **_LITE_HEADS},
