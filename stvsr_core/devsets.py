@@ -12,7 +12,7 @@ measured on held-out video with larger motion. Two sets with 3-4x the motion:
   at half size (640x360), a clip that the stage-2 training of `stvsr-quality` holds out.
 - `vimeo_real` and `vimeo_wide_real`: `vimeo_septuplet` and `vimeo_wide` without the clips whose
   motion is one global translation (`is_global_shift`). Half of the dev set's septuplets are a
-  still image shifted by 5-10 px a frame, its uncovered border smeared: classical flow is
+  still image shifted by 4-10 px a frame, its uncovered border smeared: classical flow is
   exact on them and RIFE is not, so they flatter DIS-based models against held-out real video.
 
 Built into a folder of `im1..im3.png` triplets that `stvsr eval` reads like any other set; the
@@ -21,6 +21,7 @@ frames are derived from `../shared/data` and must never be committed.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -61,15 +62,16 @@ def real_motion(septuplet_folder: Path) -> dict[str, list[Path]]:
             if not is_global_shift(frames[0], frames[2])}
 
 
-def vimeo_real(septuplet_folder: Path, out: Path) -> int:
-    """The dev set's `_13`, `_35`, `_57` triplets of its real-motion septuplets, copied as they are."""
+def vimeo_real(septuplet_folder: Path, out: Path, only: set[str] | None = None) -> int:
+    """The dev set's `_13`, `_35`, `_57` triplets of its real-motion septuplets (or of `only`),
+    copied as they are."""
     n = 0
-    for stem in real_motion(septuplet_folder):
+    for stem in sorted(only if only is not None else real_motion(septuplet_folder)):
         for part in ("13", "35", "57"):
             dst = out / f"{stem}_{part}"
             dst.mkdir(parents=True, exist_ok=True)
             for name in ("im1", "im2", "im3"):
-                Image.open(Path(septuplet_folder) / f"{stem}_{part}" / f"{name}.png").save(dst / f"{name}.png")
+                shutil.copyfile(Path(septuplet_folder) / f"{stem}_{part}" / f"{name}.png", dst / f"{name}.png")
             n += 1
     return n
 
@@ -125,7 +127,7 @@ def build(data: Path, out: Path, log=print) -> list[Path]:
     log(f"vimeo_wide: {n} triplets (frames 1, 4, 7)")
     sets.append(out / "vimeo_wide")
     real = set(real_motion(data / "eval" / "vimeo_septuplet"))
-    n = vimeo_real(data / "eval" / "vimeo_septuplet", out / "vimeo_real")
+    n = vimeo_real(data / "eval" / "vimeo_septuplet", out / "vimeo_real", only=real)
     log(f"vimeo_real: {n} triplets of the {len(real)} septuplets with real motion (not one global shift)")
     sets.append(out / "vimeo_real")
     n = vimeo_wide(data / "eval" / "vimeo_septuplet", out / "vimeo_wide_real", only=real)

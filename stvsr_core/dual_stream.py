@@ -135,13 +135,8 @@ class DualStream(nn.Module):
         M_T, `estimate` (its flows for this pair) is reused; the result is the same without it."""
         if not self._needs_cue:
             return None
-        own = None  # another M_T's estimate is not DIS's
-        if self._cue_dis is None:
-            dis = self.interpolators()[0]
-            # a per-resolution M_T's estimate is (low's, high's)
-            own = estimate if dis is self.M_T or estimate is None else estimate[0]
-        else:
-            dis = self._cue_dis
+        dis = self.M_T if self._cue_dis is None else self._cue_dis
+        own = estimate if dis is self.M_T else None  # another M_T's estimate is not DIS's
 
         def error(L0, L1):
             e = dis.warp_error(L0, L1, t, own)

@@ -33,6 +33,18 @@ _X4_STAGES = {1: StageSpec(steps=3600, lr=1e-3, batch=16, crop=192),
 
 _QUALITY_STAGES = {2: StageSpec(steps=3000, lr=5e-4, batch=12, crop=128)}
 
+_RIFE = {"arch": "rife", "weights": "rife-4.25"}
+_PER_RESOLUTION = {"arch": "per_resolution", "low": {"arch": "dis", "preset": "medium"}, "high": _RIFE}
+
+
+def _quality(temporal: dict, inputs: str) -> dict:
+    """A recipe on the pretrained SPAN x2 M_S with this M_T and this F input (stage 2 only)."""
+    fusion = {"preset": "lite", "masks": 2} | ({} if inputs == "streams" else {"inputs": inputs})
+    return {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"}, "temporal": temporal,
+                      "fusion": fusion, "refine": {"preset": "lite"}},
+            "stages": _QUALITY_STAGES, "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}}
+
+
 # stvsr-fast v2, the distilled student (issue 14): M_S distilled from stvsr-quality's SPAN
 # (`--teacher stvsr-quality`, stage 1 on its labels), DIS preset "dense" once per pair at low
 # res with upsampled flows, and an F that reads DIS's warp error from those same flows. Its one
@@ -79,43 +91,18 @@ RECIPES = {
     # stream S->T as users run it (SPAN, then RIFE 4.25 at high resolution); stream T->S with DIS
     # at low resolution, then SPAN: two streams that fail in different places; the paper's F on
     # them learns to pass S->T through (docs/MODELS.md)
-    "stvsr-quality-plain-f": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
-                                "temporal": {"arch": "per_resolution", "low": {"arch": "dis", "preset": "medium"},
-                                             "high": {"arch": "rife", "weights": "rife-4.25"}},
-                                **_LITE_HEADS},
-                      "stages": _QUALITY_STAGES,
-                      "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
+    "stvsr-quality-plain-f": _quality(_PER_RESOLUTION, "streams"),
     # the shipped stvsr-quality: the same streams, and F also reads where DIS's two warped
     # frames disagree (DualStream.cue), the cue it needs to pick the DIS stream where DIS holds
-    "stvsr-quality": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
-                                    "temporal": {"arch": "per_resolution", "low": {"arch": "dis", "preset": "medium"},
-                                                 "high": {"arch": "rife", "weights": "rife-4.25"}},
-                                    "fusion": {"preset": "lite", "masks": 2, "inputs": "streams+dis_error"},
-                                    "refine": {"preset": "lite"}},
-                          "stages": _QUALITY_STAGES,
-                          "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
+    "stvsr-quality": _quality(_PER_RESOLUTION, "streams+dis_error"),
     # stvsr-quality with stream T->S on DISOcclusion (each frame's linear and splatted flows chosen
     # per pixel by the occlusion test, as stvsr-fast-v3): a stronger DIS stream on large motion
-    "stvsr-quality-occ": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
-                                    "temporal": {"arch": "per_resolution",
-                                                 "low": {"arch": "dis_occlusion", "preset": "medium"},
-                                                 "high": {"arch": "rife", "weights": "rife-4.25"}},
-                                    "fusion": {"preset": "lite", "masks": 2, "inputs": "streams+dis_error"},
-                                    "refine": {"preset": "lite"}},
-                          "stages": _QUALITY_STAGES,
-                          "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
+    "stvsr-quality-occ": _quality({**_PER_RESOLUTION, "low": {"arch": "dis_occlusion", "preset": "medium"}},
+                                  "streams+dis_error"),
     # the paper's set-up exactly: one M_T (RIFE 4.25) in both streams; F gains little (docs/MODELS.md)
-    "stvsr-quality-rife": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
-                                     "temporal": {"arch": "rife", "weights": "rife-4.25"}, **_LITE_HEADS},
-                           "stages": _QUALITY_STAGES,
-                           "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
+    "stvsr-quality-rife": _quality(_RIFE, "streams"),
     # the same, with F also seeing where the streams disagree (|H_st - H_ts|)
-    "stvsr-quality-rife-diff": {"model": {"scale": 2, "spatial": {"arch": "span", "weights": "spanx2_ch48"},
-                                          "temporal": {"arch": "rife", "weights": "rife-4.25"},
-                                          "fusion": {"preset": "lite", "masks": 2, "inputs": "streams+diff"},
-                                          "refine": {"preset": "lite"}},
-                                "stages": _QUALITY_STAGES,
-                                "stream_cache": {"samples": 2400, "crop": 256, "gaps": (1, 2)}},
+    "stvsr-quality-rife-diff": _quality(_RIFE, "streams+diff"),
     "stvsr-fast": {"model": {"scale": 2, "spatial": {"arch": "unshuffle_sr", "channels": 48, "blocks": 2},
                              "temporal": {"arch": "dis", "preset": "medium", "high_res_flow": "upsample"},
                              **_FAST_HEADS},

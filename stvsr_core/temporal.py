@@ -13,7 +13,7 @@ from torch import nn
 
 from .backbones.adapters import PerResolutionMT, RifeMT
 from .descriptor import TemporalNet, TemporalTraits
-from .warp import backward_warp, intermediate_flows, splatted_intermediate_flows
+from .warp import backward_warp, flow_errors, intermediate_flows, splatted_intermediate_flows
 
 
 def _time_map(t, like: torch.Tensor) -> torch.Tensor:
@@ -262,9 +262,8 @@ class DISRefine(TemporalNet):
             return ft0, ft1, None, t_
         with torch.no_grad():
             f01, f10 = flows
-            z0 = torch.exp(-20 * (I0.float() - backward_warp(I1.float(), f01)).abs().mean(1, keepdim=True))
-            z1 = torch.exp(-20 * (I1.float() - backward_warp(I0.float(), f10)).abs().mean(1, keepdim=True))
-            s0, s1, cover = splatted_intermediate_flows(f01, f10, t_, z0, z1)
+            e0, e1 = flow_errors(I0, I1, f01, f10)
+            s0, s1, cover = splatted_intermediate_flows(f01, f10, t_, torch.exp(-20 * e0), torch.exp(-20 * e1))
             return ft0, ft1, torch.cat([s0 - ft0, s1 - ft1, cover], 1), t_
 
     @staticmethod

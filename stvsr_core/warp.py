@@ -61,6 +61,15 @@ def forward_splat(values: torch.Tensor, flow: torch.Tensor, importance: torch.Te
     return acc[:, :c] / weight.clamp_min(1e-6) * (weight > 1e-6), weight
 
 
+def flow_errors(I0: torch.Tensor, I1: torch.Tensor, f01: torch.Tensor, f10: torch.Tensor):
+    """([B, 1, H, W] twice) each frame's photometric error under its flow: I0 against I1 warped
+    back along f01, and I1 against I0 along f10. High where a pixel has no match in the other
+    frame (occluded there) or the flow is wrong; its exp(-20 e) is a splatting importance."""
+    I0, I1 = I0.float(), I1.float()
+    return ((I0 - backward_warp(I1, f01)).abs().mean(1, keepdim=True),
+            (I1 - backward_warp(I0, f10)).abs().mean(1, keepdim=True))
+
+
 def splatted_intermediate_flows(f01: torch.Tensor, f10: torch.Tensor, t, z0=None, z1=None):
     """The flows from time t back to frames 0 and 1 by forward-splatting the DIS flows to time t
     (both directions averaged; holes fall back to Super SloMo's approximation). Also returns

@@ -92,6 +92,10 @@ class PerResolutionMT(TemporalNet):
     def estimate(self, L0, L1, H0=None, H1=None):
         return self.low.estimate(L0, L1), None if H0 is None else self.high.estimate(H0, H1)
 
+    def warp_error(self, I0, I1, t=0.5, estimate=None):
+        """F's cue from the low-res network (a DIS), reusing its part of this pair's estimate."""
+        return self.low.warp_error(I0, I1, t, None if estimate is None else estimate[0])
+
     def pair(self, L0, L1, H0, H1, t=0.5, estimate=None):
         """(L_mid, H_st): each network on its own resolution, as if it were the low-res one."""
         low, high = estimate or self.estimate(L0, L1, H0, H1)
