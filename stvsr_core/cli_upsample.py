@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -76,11 +77,11 @@ def add_parser(sub):
                         "detection off")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--threads", type=int, default=d.threads,
-                   help=f"CPU threads (default: {d.threads}, tuned while running to what the machine's load "
-                        "leaves free)")
+                   help="CPU threads per op (default: 0: the cores split between the pairs; with "
+                        "--workers 1, tuned while running to what the machine's load leaves free)")
     p.add_argument("--workers", type=int, default=d.workers,
-                   help=f"frame pairs computed at once (default: {d.workers}; 2: about 1.15x faster on a 2-core "
-                        "CPU, more memory)")
+                   help="frame pairs computed at once (default: 0, automatic: 2 on a CPU, the cores split "
+                        "between them, which holds up on a busy machine; 1 on a GPU)")
     p.add_argument("--backend", default=d.backend, choices=BACKENDS,
                    help=f"{d.backend} (default); torch-compile (torch.compile: needs a C compiler, ~30 s to compile "
                         "on first use); openvino / openvino-bf16 on the CPU (pip install 'stvsr[openvino]')")
@@ -124,6 +125,18 @@ class Terminated(BaseException):
 
 def _terminate(signum, frame):
     raise Terminated
+
+
+def _forked_child():
+    """A copy of this process forked while the handler is set (OpenVINO's telemetry forks one to
+    post its report) must die on SIGTERM: the handler runs only between bytecodes of the main
+    thread, which a fork of a threaded process can leave deadlocked, so the copy (all of our
+    memory) would outlive us."""
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_forked_child)
 
 
 def run(args) -> int:

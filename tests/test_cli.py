@@ -412,3 +412,22 @@ def test_overwrite_replaces_only_a_folder_of_frames(tmp_path, untrained_file, ca
     assert main(["upsample", str(src), "-o", str(frames), "--model", str(untrained_file)]) == 0
     assert main(["upsample", str(src), "-o", str(frames), "--model", str(untrained_file), "--overwrite"]) == 0
     assert len(list(frames.iterdir())) == 3
+
+
+def test_a_copy_forked_during_a_run_dies_on_sigterm():
+    """A library's helper process forked while `stvsr upsample` holds SIGTERM (OpenVINO's
+    telemetry) gets the default action back, so terminating it works even if it deadlocked."""
+    import multiprocessing
+    import signal
+    from stvsr_core import cli_upsample
+
+    def child():
+        sys.exit(0 if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else 1)
+    previous = signal.signal(signal.SIGTERM, cli_upsample._terminate)
+    try:
+        p = multiprocessing.get_context("fork").Process(target=child)
+        p.start()
+        p.join(30)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert p.exitcode == 0
