@@ -30,9 +30,10 @@ from .runner import TimingRunner
 
 # what `--backends` compares: the engine's backends at their default precision, plus torch in fp32
 CONFIGS = {**{b: {"backend": b} for b in BACKENDS}, "torch-fp32": {"backend": "torch", "precision": "fp32"},
-           "torch-2-workers": {"backend": "torch", "workers": 2},
-           # every core, whatever the load: what the thread tuner (threads.py) is measured against
-           "torch-fixed-threads": {"backend": "torch", "threads": torch.get_num_threads()}}
+           # one pair at a time, its thread count tuned to the load (the default before two pairs)
+           "torch-1-worker": {"backend": "torch", "workers": 1},
+           # one pair on every core, whatever the load: what the thread tuner (threads.py) is measured against
+           "torch-fixed-threads": {"backend": "torch", "workers": 1, "threads": torch.get_num_threads()}}
 from .flops import stage_flops
 from .tiling import pad_to_multiple
 from .video_io import DEMO_CLIP

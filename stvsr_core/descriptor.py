@@ -45,4 +45,5 @@ class ModelInfo:
     shares_flows: bool              # M_T estimates once per pair for any number of in-between times
     single_stream: bool             # F is pass-through S->T: stream T->S is never computed
     needs_cue: bool                 # F also reads the low-res frames (the DIS warp-error cue)
+    refines: bool                   # R runs (False: H_R = H_F, NoRefine)
     pretrained: dict                # {part: backbone name} of weights from the backbone store

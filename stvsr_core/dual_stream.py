@@ -82,6 +82,7 @@ class DualStream(nn.Module):
         low = self.interpolators()[0]
         self._cue_dis = TEMPORAL["dis"]() if self._needs_cue and not isinstance(low, DISInterp) else None
         self.R = build_refine(self.config.get("refine", {}))
+        self.refines = not self.R.identity  # False: H_R = H_F (NoRefine); a plain bool, as above
         self.size_multiple = self._multiples()  # of the low-res frames
 
     def _multiples(self) -> int:
@@ -117,7 +118,8 @@ class DualStream(nn.Module):
             learns.insert(1, "M_T")
         return ModelInfo(scale=self.scale, size_multiple=self.size_multiple, precisions=("fp32", "bf16", "fp16"),
                          trainable=tuple(learns), tileable=TILEABLE, shares_flows=self.M_T.traits.shares_flows,
-                         single_stream=self.single_stream, needs_cue=self.needs_cue, pretrained=parts)
+                         single_stream=self.single_stream, needs_cue=self.needs_cue, refines=self.refines,
+                         pretrained=parts)
 
     # -- the steps of Fig. 1; `run` decides how each runs (runner.Runner) ----------------------------
     def spatial(self, L: torch.Tensor, run: Runner = DIRECT, step: str = "M_S") -> torch.Tensor:
@@ -174,6 +176,9 @@ class DualStream(nn.Module):
 
     def refine(self, H_F: torch.Tensor, run: Runner = DIRECT) -> torch.Tensor:
         """R (Eq. 10): H_R = R(H_F) + H_F."""
+        if not self.refines:
+            return H_F
+
         def refine(lr, hr):
             h, w = hr[0].shape[-2:]
             return [self.R(pad_to_multiple(hr[0], self.R.size_multiple))[..., :h, :w]]

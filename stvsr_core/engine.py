@@ -22,7 +22,7 @@ from .dual_stream import DualStream, Outputs
 from .runner import Runner
 from .runtime import InputError, resolve, select_device  # noqa: F401  (InputError, select_device: public here)
 from .scenecut import DEFAULT_THRESHOLD, is_cut
-from .threads import ThreadTuner, restored_threads, set_threads
+from .threads import ThreadTuner, cpu_plan, restored_threads, set_threads
 from .tiling import pad_to_multiple, run_tiled
 from .timeline import Retime, Slot, Timeline
 
@@ -42,9 +42,9 @@ class EngineOptions:
     exact_double: bool = False     # keep the duration: the last frame is held (2N frames at x2, not 2N-1)
     upscale: bool = True           # False: temporal-only, the frames keep their size (M_T at low res)
     precision: str = "auto"        # auto, fp32, bf16, fp16 (runtime.resolve)
-    workers: int = 1               # frame pairs computed at once (2: ~1.15x on a 2-core CPU, more memory)
+    workers: int = 0               # frame pairs computed at once; 0 = 2 on a CPU (threads.cpu_plan), 1 on a GPU
     backend: str = "torch"         # "torch" (channels_last), "torch-compile", "openvino", "openvino-bf16" (CPU)
-    threads: int = 0               # CPU threads; 0 = tuned while running to what the machine's load allows
+    threads: int = 0               # CPU threads per op; 0 = the cores split between the pairs (one pair: tuned to the load)
 
     def retime(self) -> Retime:
         return Retime(self.factor, self.fps, self.exact_double)
@@ -209,8 +209,8 @@ class Engine:
         o = self.options
         if o.tile < 0 or o.tile_pad < 0:
             raise InputError(f"tile ({o.tile}) and tile_pad ({o.tile_pad}) must be >= 0")
-        if o.workers < 1:
-            raise InputError(f"workers ({o.workers}) must be >= 1")
+        if o.workers < 0:
+            raise InputError(f"workers ({o.workers}) must be >= 0 (0: automatic)")
         if o.threads < 0:
             raise InputError(f"threads ({o.threads}) must be >= 0 (0: tuned to the load)")
         try:
@@ -231,7 +231,10 @@ class Engine:
                 self.model = use_torch_compile(self.model)
         else:
             self.model = use_openvino(self.model, o.backend)
-        self.workers = o.workers
+        if self.device.type == "cpu":
+            self.workers, self.threads = cpu_plan(o.workers, o.threads)
+        else:  # one pair: the GPU runs it, and the CPU threads only feed it
+            self.workers, self.threads = o.workers or 1, o.threads
         self.scale = model.scale if o.upscale else 1
         self.runner = _EngineRunner(self)
         self.stats = {"spatial_calls": 0, "middle_calls": 0, "estimates": 0, "scene_cuts": 0}
@@ -429,17 +432,17 @@ class Engine:
                 queue.append(pool.submit(access.render, slot, source) if pool and inner
                              else access.render(slot, source))
 
-        # On a CPU the thread count follows the load (threads.py); a fixed count where one is set
-        tuned = self.device.type == "cpu" and o.threads == 0 and workers == 1
+        # One pair on a CPU: its thread count follows the load (threads.py), unless one is set
+        tuned = self.device.type == "cpu" and self.threads == 0 and workers == 1
         tuner = ThreadTuner() if tuned else None
         unit = tuner.unit if tuner else lambda: contextlib.nullcontext({})
         # In-between frames run on `workers` threads while the main thread reads the next frame
-        # and runs its M_S: on a CPU, DIS and the small ops leave cores idle that a second pair
-        # can use (opt-in: peak memory then rose by ~9% from 100 to 1000 frames, flat with 1).
+        # and runs its M_S: pairs in parallel need no barrier between cores (threads.cpu_plan),
+        # and at most `workers` are in flight, so memory stays flat with clip length.
         with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool, \
                 restored_threads():
-            if self.device.type == "cpu" and o.threads:
-                set_threads(o.threads)
+            if self.device.type == "cpu" and self.threads:
+                set_threads(self.threads)
             for n_in, frame in enumerate(frames, 1):
                 if timeline.n < n_in:  # not timed by the caller
                     timeline.add(None)

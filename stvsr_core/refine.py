@@ -21,6 +21,8 @@ PRESETS = {
 class Refine(nn.Module):
     """R: eight (paper) or six (lite) convolutions, no resampling of features, residual output."""
 
+    identity = False  # like F's single_stream: a plain bool the composition reads
+
     def __init__(self, *, preset: str = "lite", width=None, blocks=None, head_kernel=None, unshuffle=None):
         super().__init__()
         cfg = dict(PRESETS[preset])
@@ -48,6 +50,7 @@ class NoRefine(nn.Module):
     480x270) bought 0.2 dB on one dev set and nothing on the other (docs/MODELS.md)."""
 
     size_multiple = 1
+    identity = True  # the composition skips it (and the layout copies of a tiled step)
 
     def forward(self, H_F: torch.Tensor) -> torch.Tensor:
         return H_F

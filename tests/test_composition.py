@@ -69,7 +69,8 @@ def test_training_bench_and_flops_run_the_same_steps(name, frames):
         H0, H1 = model.spatial(L0), model.spatial(L1)
         mid = model.middle(L0, L1, H0, H1, run=rec)
     steps = set(rec.steps)
-    assert {"M_T estimate", "M_T", "R"} <= steps and ("F" in steps) != model.info.single_stream
+    assert {"M_T estimate", "M_T"} <= steps and ("F" in steps) != model.info.single_stream
+    assert ("R" in steps) == model.info.refines
     eng = Engine(model, "cpu", precision="fp32")
     assert set(stage_seconds(eng, L0, L1, runs=1)) == steps | {"M_S"}
     flops = stage_flops(model, 64, 48)

@@ -176,4 +176,4 @@ def test_parallel_pairs_give_the_same_frames_in_order():
     for a, b in zip(one, two):
         assert torch.equal(a, b)
     with pytest.raises(InputError, match="workers"):
-        Engine(random_model(), "cpu", workers=0)
+        Engine(random_model(), "cpu", workers=-1)

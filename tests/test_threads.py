@@ -112,3 +112,26 @@ def test_bf16_is_timed_on_one_thread_and_threads_come_back(monkeypatch):
     finally:
         precision.bf16_speedup.cache_clear()
     assert seen == [1] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("workers, threads, slots, plan", [
+    (0, 0, 2, (2, 1)),   # the default on a 2-core CPU: two pairs, one thread per op each
+    (0, 0, 8, (2, 4)),
+    (0, 0, 1, (1, 0)),   # one core: one pair (nothing to tune)
+    (1, 0, 2, (1, 0)),   # one pair asked for: its thread count is tuned to the load
+    (3, 0, 2, (3, 1)),   # never more threads than cores
+    (2, 3, 2, (2, 3)),   # both set: as asked
+])
+def test_cpu_plan_splits_the_cores_between_pairs(workers, threads, slots, plan):
+    assert th.cpu_plan(workers, threads, slots) == plan
+
+
+def test_engine_runs_two_pairs_on_a_cpu_by_default_and_one_when_asked(monkeypatch):
+    monkeypatch.setattr(th, "cpu_slots", lambda: 2)
+    auto, one = Engine(random_model(), "cpu"), Engine(random_model(), "cpu", workers=1)
+    assert (auto.workers, auto.threads) == (2, 1)
+    assert (one.workers, one.threads) == (1, 0)
+    frames = list(real_frames(0, 5, size=(48, 64)))
+    a, b = list(auto.run(frames)), list(one.run(frames))
+    assert len(a) == len(b) == 9
+    assert all(torch.allclose(x, y, atol=2e-3) for x, y in zip(a, b))  # bf16 rounding may differ by thread count
