@@ -44,7 +44,7 @@ class EngineOptions:
     precision: str = "auto"        # auto, fp32, bf16, fp16 (runtime.resolve)
     workers: int = 0               # frame pairs computed at once; 0 = 2 on a CPU (threads.cpu_plan), 1 on a GPU
     backend: str = "torch"         # "torch" (channels_last), "torch-compile", "openvino", "openvino-bf16" (CPU)
-    threads: int = 0               # CPU threads per op; 0 = the cores split between the pairs (one pair: tuned to the load)
+    threads: int = 0               # CPU threads per op; 0 = the cores split between the pairs (one pair: tuned)
 
     def retime(self) -> Retime:
         return Retime(self.factor, self.fps, self.exact_double)
@@ -212,7 +212,7 @@ class Engine:
         if o.workers < 0:
             raise InputError(f"workers ({o.workers}) must be >= 0 (0: automatic)")
         if o.threads < 0:
-            raise InputError(f"threads ({o.threads}) must be >= 0 (0: tuned to the load)")
+            raise InputError(f"threads ({o.threads}) must be >= 0 (0: automatic)")
         try:
             self.retime = o.retime()
         except ValueError as e:

@@ -157,8 +157,7 @@ class DISInterp(TemporalNet):
 
     @staticmethod
     def _warps(I0, I1, ft0, ft1):
-        f32 = dict(dtype=torch.float32, memory_format=torch.contiguous_format)  # one copy, as grid_sample is fastest
-        return backward_warp(I0.to(**f32), ft0), backward_warp(I1.to(**f32), ft1)
+        return backward_warp(I0.float(), ft0), backward_warp(I1.float(), ft1)
 
     @classmethod
     def _blend(cls, I0, I1, ft0, ft1, t_) -> torch.Tensor:

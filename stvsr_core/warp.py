@@ -22,6 +22,7 @@ def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tor
     return torch.stack((xs, ys))
 
 
+@functools.lru_cache(maxsize=8)
 def _scale(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Pixels to grid_sample's [-1, 1] coordinates (align_corners=True), x first."""
     return torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=device, dtype=dtype)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# stvsr upsample (the default: two pairs at once; then one pair, its threads tuned) and ffmpeg minterpolate + Lanczos on the same
-# 40 frames at 480x270, beside LOAD busy processes; prints output frames/s (start-up included).
+# stvsr upsample (the default: two pairs at once; then one pair, its threads tuned) and ffmpeg
+# minterpolate + Lanczos on the same 40 frames at 480x270, beside LOAD busy processes; prints
+# output frames/s (start-up included).
 # usage: bash tools/cli_under_load.sh LOAD    (needs ffmpeg; writes only to a temporary folder)
 set -euo pipefail
 load=${1:-0}
